@@ -1,0 +1,37 @@
+"""mipay_bulk: bulk M-PESA payouts through the MIPAY gateway, from a spreadsheet.
+
+Load a sheet, validate it, send signed REMIT calls with a crash-safe journal, and write a
+reconciliation workbook. The names below are the public face; everything else is internal.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .client import MipayClient, Outcome
+from .config import Limits, Settings
+from .errors import (
+    ConfigurationError,
+    InputError,
+    MipayError,
+    RunRefused,
+    SheetError,
+)
+from .protocol import OutcomeClass
+from .sandbox import Faults, Sandbox
+
+__all__ = [
+    "ConfigurationError",
+    "Faults",
+    "InputError",
+    "Limits",
+    "MipayClient",
+    "MipayError",
+    "Outcome",
+    "OutcomeClass",
+    "RunRefused",
+    "Sandbox",
+    "Settings",
+    "SheetError",
+    "__version__",
+]

@@ -1,0 +1,3 @@
+from mipay_bulk.cli import main
+
+raise SystemExit(main())
