@@ -19,12 +19,15 @@ from .errors import (
 )
 from .protocol import OutcomeClass
 from .sandbox import Faults, Sandbox
+from .sheets import LoadedSheet
+from .validate import Validation, load_payouts, validate
 
 __all__ = [
     "ConfigurationError",
     "Faults",
     "InputError",
     "Limits",
+    "LoadedSheet",
     "MipayClient",
     "MipayError",
     "Outcome",
@@ -33,5 +36,8 @@ __all__ = [
     "Sandbox",
     "Settings",
     "SheetError",
+    "Validation",
     "__version__",
+    "load_payouts",
+    "validate",
 ]

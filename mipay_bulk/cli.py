@@ -10,7 +10,7 @@ import argparse
 import contextlib
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__, protocol
@@ -97,6 +97,57 @@ def _env_value(var: str) -> str | None:
     return None
 
 
+# ---------------------------------------------------------------- validate
+
+ISSUES_SHOWN = 50
+
+
+def _limits(args: argparse.Namespace):
+    from .config import Limits
+
+    return Limits(max_rows=args.max_rows) if getattr(args, "max_rows", None) else Limits()
+
+
+def _load_and_validate(args: argparse.Namespace):
+    from .validate import load_payouts, validate
+
+    limits = _limits(args)
+    sheet = load_payouts(args.sheet_file, args.sheet, limits=limits)
+    return validate(sheet, limits=limits, default_product=args.product, allow_duplicates=args.allow_duplicates)
+
+
+def print_validation(result, *, stream=None) -> None:
+    stream = stream or sys.stdout
+    src = result.sheet
+    print(f"{src.path.name}" + (f" [{src.sheet}]" if src.sheet else "")
+          + f": {len(src.rows):,} rows, header on row {src.header_row}", file=stream)
+    totals = result.totals.rename(columns={"kes": "KES"})
+    print(totals.to_string(formatters={"KES": "{:,}".format}), file=stream)
+    issues = result.issues
+    if issues.empty:
+        print("No issues: every row is a valid payout.", file=stream)
+        return
+    errors, warnings = len(result.errors), len(result.warnings)
+    print(f"\n{errors:,} errors, {warnings:,} warnings:", file=stream)
+    for issue in issues.head(ISSUES_SHOWN).itertuples(index=False):
+        print(f"  {issue.severity:<7}  {issue.code:<24}  {issue.message}", file=stream)
+    if len(issues) > ISSUES_SHOWN:
+        print(f"... and {len(issues) - ISSUES_SHOWN:,} more (see the issues file)", file=stream)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .inert import neutralise_frame
+
+    result = _load_and_validate(args)
+    print_validation(result)
+    src = Path(args.sheet_file)
+    out = Path(args.out) if args.out else src.with_name(src.stem + ".issues.csv")
+    if not result.issues.empty:
+        neutralise_frame(result.issues).to_csv(out, index=False, encoding="utf-8-sig")
+        print(f"\nAll issues written to {out}")
+    return EXIT_OK if result.ok else EXIT_ISSUES
+
+
 # ---------------------------------------------------------------- parser
 
 
@@ -119,13 +170,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="do not log request lines")
     p.set_defaults(func=cmd_sandbox)
 
+    p = sub.add_parser("validate", help="check a payout sheet and report every problem by row")
+    _sheet_args(p)
+    p.add_argument("--out", help="where to write the full issues list (default: next to the sheet)")
+    p.set_defaults(func=cmd_validate)
+
     p = sub.add_parser("sign", help="print the canonical string and sec_hash of a request body")
     p.add_argument("body", help="a JSON file holding the request body")
     p.set_defaults(func=cmd_sign)
     return parser
 
 
-COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+def _sheet_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("sheet_file", metavar="SHEET", help="the payout sheet: .xlsx, .xlsm, .xls, .ods or .csv")
+    p.add_argument("--sheet", help="the sheet to read in a workbook (default: the first visible one)")
+    p.add_argument("--product", type=str.upper, choices=["B2C", "B2B"], help="product for rows where it is blank")
+    p.add_argument("--allow-duplicates", action="store_true", help="let identical payouts through, with a warning")
+    p.add_argument("--max-rows", type=int, help="refuse sheets with more payout rows than this (default 200,000)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -149,3 +210,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _err("interrupted")
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # Output piped into `head` and the like: stop quietly (Python's documented recipe).
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
