@@ -11,7 +11,7 @@ Choices made where the brief is silent (each is also in the README):
 * Duplicates (same recipient, amount, product and day) keep the first row; the later rows
   are errors (warnings with ``allow_duplicates``). Rows with different ``reference`` values
   are not duplicates.
-* The daily limit counts only rows that are otherwise valid.
+* The daily limit (per person, so B2C only) counts only rows that are otherwise valid.
 * A B2B payout must name a short code (5 to 7 digits), never a phone number.
 """
 
@@ -71,26 +71,43 @@ def _unmangle(text: str) -> str:
 
 
 @cache
-def _mobile_check(msisdn: str) -> str | None:
-    """``None`` for a valid Kenyan mobile, else why not. Cached: checked once per distinct number."""
-    import phonenumbers
-    from phonenumbers import PhoneNumberType
+def _kenyan_mobile_pattern() -> re.Pattern[str]:
+    """libphonenumber's own pattern for Kenyan mobile numbers (from the ``phonenumbers`` metadata).
 
-    number = phonenumbers.parse("+" + msisdn)
-    if not phonenumbers.is_valid_number(number):
-        return "invalid"
-    if phonenumbers.number_type(number) not in (PhoneNumberType.MOBILE, PhoneNumberType.FIXED_LINE_OR_MOBILE):
-        return "not_mobile"
-    return None
+    Matching it is what ``is_valid_number`` and ``number_type == MOBILE`` decide for a
+    Kenyan number, at a hundredth of the cost per row.
+    """
+    import phonenumbers
+    from phonenumbers.phonemetadata import PhoneMetadata
+
+    phonenumbers.parse("+254712345678")  # makes the library load its KE metadata
+    return re.compile(PhoneMetadata.metadata_for_region("KE").mobile.national_number_pattern)
 
 
 @cache
-def original_network(msisdn: str) -> str:
-    """The network a Kenyan number was first issued by (numbers are portable, so only a hint)."""
-    import phonenumbers
-    from phonenumbers import carrier
+def _carrier_prefix_length() -> int:
+    from phonenumbers.carrierdata import CARRIER_DATA
 
-    return carrier.name_for_number(phonenumbers.parse("+" + msisdn), "en") or ""
+    return max(len(k) for k in CARRIER_DATA if k.startswith("254"))
+
+
+_NETWORKS: dict[str, str] = {}
+
+
+def original_network(msisdn: str) -> str:
+    """The network a Kenyan number was first issued by (numbers are portable, so only a hint).
+
+    Carrier data is keyed by prefixes no longer than ``_carrier_prefix_length()``, so one
+    look-up per such prefix serves every number under it.
+    """
+    prefix = msisdn[: _carrier_prefix_length()]
+    network = _NETWORKS.get(prefix)
+    if network is None:
+        import phonenumbers
+        from phonenumbers import carrier
+
+        network = _NETWORKS[prefix] = carrier.name_for_number(phonenumbers.parse("+" + msisdn), "en") or ""
+    return network
 
 
 @lru_cache(maxsize=200_000)
@@ -129,8 +146,7 @@ def normalise_msisdn(text: str, product: str = "B2C") -> tuple[str, tuple[Proble
     if national[0] not in "71":
         raise Problem("msisdn_not_mobile", "not a Kenyan mobile number (they start 07 or 01)")
     msisdn = "254" + national
-    why = _mobile_check(msisdn)
-    if why is not None:
+    if not _kenyan_mobile_pattern().fullmatch(national):
         raise Problem("msisdn_invalid", "not in a range issued to Kenyan mobile networks")
     network = original_network(msisdn)
     if network != "Safaricom":
@@ -494,10 +510,10 @@ def _cross_row_checks(numbers, msisdns, amounts, products, whens, refs, valid, n
                 valid[i] = False
         else:
             first_seen[key] = i
-    # M-PESA's daily limit per recipient, over the rows that would be sent.
+    # M-PESA's daily limit per person (B2C), over the rows that would be sent.
     per_day: dict[tuple, list[int]] = {}
     for i in range(len(numbers)):
-        if valid[i]:
+        if valid[i] and products[i] == "B2C":
             day = whens[i].date() if whens[i] else today
             per_day.setdefault((msisdns[i], day), []).append(i)
     for (msisdn, day), idx in per_day.items():
