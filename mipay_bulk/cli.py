@@ -148,6 +148,188 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK if result.ok else EXIT_ISSUES
 
 
+# ---------------------------------------------------------------- run (the main job)
+
+PREVIEW_ROWS = 5
+
+
+def _settings_for(args: argparse.Namespace, stack) -> tuple:
+    """Settings (and the sandbox, if one was started) for a command that talks to a gateway."""
+    from .config import Settings
+
+    if getattr(args, "sandbox", False):
+        from .sandbox import Sandbox
+
+        sandbox = stack.enter_context(Sandbox())
+        print(f"Using the embedded sandbox gateway at {sandbox.url} (no real money moves).")
+        return sandbox.settings(), sandbox
+    return Settings.from_env(gateway_url=args.gateway_url), None
+
+
+def _journal_for(args: argparse.Namespace, sandbox) -> object:
+    import tempfile
+
+    from .journal import Journal
+
+    if args.journal:
+        return Journal(args.journal)
+    if sandbox is not None:
+        # A sandbox's ledger dies with this command, so its runs must not share the real journal.
+        folder = Path(tempfile.mkdtemp(prefix="mipay-sandbox-"))
+        journal = Journal(folder / "journal.sqlite")
+        print(f"Sandbox run: journal at {journal.path}")
+        return journal
+    return Journal()
+
+
+def _confirm(question: str, args: argparse.Namespace) -> bool:
+    if args.yes:
+        return True
+    if not sys.stdin.isatty():
+        raise InputError("no terminal to confirm on: pass --yes to send without asking")
+    answer = input(f"{question} [y/N] ").strip().lower()
+    return answer in ("y", "yes")
+
+
+def _preview(result) -> None:
+    payouts = result.payouts
+    total = int(payouts["amount"].sum()) if len(payouts) else 0
+    print(f"\nTo send: {len(payouts):,} payouts, KES {total:,}")
+    if len(payouts):
+        shown = payouts[["row", "msisdn", "amount", "product_id", "scheduled_send"]].head(PREVIEW_ROWS).copy()
+        shown["scheduled_send"] = shown["scheduled_send"].where(shown["scheduled_send"] != "", "(now)")
+        print(shown.to_string(index=False))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import contextlib
+    import signal
+    from datetime import datetime
+
+    from .client import MipayClient
+    from .protocol import NAIROBI, format_scheduled_send
+    from .runner import run_payouts
+
+    with contextlib.ExitStack() as stack:
+        settings, sandbox = _settings_for(args, stack)
+        result = None
+        if not args.resume:
+            result = _load_and_validate(args)
+            print_validation(result)
+            _preview(result)
+        client = MipayClient.from_settings(settings)
+        if args.dry_run:
+            if result is not None and len(result.payouts):
+                print("\nDry run: the first signed bodies (password masked), nothing sent:")
+                for r in result.payouts.head(3).itertuples():
+                    from datetime import datetime
+
+                    from .protocol import NAIROBI, format_scheduled_send
+
+                    when = r.scheduled_send or format_scheduled_send(datetime.now(NAIROBI))
+                    body = client.masked_body("REMIT", {"MSISDN": r.msisdn, "amount": int(r.amount),
+                                                        "product_id": r.product_id, "scheduled_send": when})
+                    print(json.dumps(body, ensure_ascii=False))
+            return EXIT_OK if result is None or result.ok else EXIT_ISSUES
+        if result is not None and not len(result.payouts):
+            print("\nNo valid payouts to send.")
+            return EXIT_ISSUES
+        journal = _journal_for(args, sandbox)
+        if result is not None:
+            total = int(result.payouts["amount"].sum())
+            question = f"Send {len(result.payouts):,} payouts, KES {total:,}, to {settings.gateway_url}?"
+        else:
+            question = f"Resume sending to {settings.gateway_url}?"
+        if not _confirm(question, args):
+            print("Nothing sent.")
+            return EXIT_UNUSABLE
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+        try:
+            run = run_payouts(
+                result if result is not None else args.sheet_file, client=client, journal=journal,
+                resume=(args.resume if args.resume != "__file__" else True) if args.resume else None,
+                new_run=args.new_run, default_product=args.product, allow_duplicates=args.allow_duplicates,
+                max_total=args.max_total, strict=args.strict, rate=args.rate, concurrency=args.concurrency,
+                batch_size=args.batch_size, batch_pause=args.batch_pause, progress=not args.quiet,
+                report=Path(args.out) if args.out else True,
+            )
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+    print()
+    if run.recovered:
+        print(f"{run.recovered} requests were in flight when the last run stopped: they are now unknown.")
+    print(run.summary())
+    if run.report_path:
+        print(f"Report: {run.report_path}")
+    if run.interrupted:
+        where = f" --journal {args.journal}" if args.journal else ""
+        print(f"Interrupted: {run.remaining:,} rows not sent yet. Resume with:\n"
+              f"  mipay-bulk run {args.sheet_file} --resume {run.run_id}{where}")
+        return EXIT_INTERRUPTED
+    if run.counts.get("unknown"):
+        print(f"Record what the statement shows with: mipay-bulk resolve {run.run_id} --paid ROWS / --release ROWS")
+    return EXIT_OK if run.complete else EXIT_ISSUES
+
+
+def _raise_interrupt(signum, frame):  # SIGTERM is handled like Ctrl-C
+    raise KeyboardInterrupt
+
+
+# ---------------------------------------------------------------- runs, resolve, report
+
+
+def parse_rows(text: str) -> list[int]:
+    """``'12,15-18'`` -> ``[12, 15, 16, 17, 18]``."""
+    rows: list[int] = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        try:
+            if "-" in part:
+                a, b = (int(x) for x in part.split("-", 1))
+                rows.extend(range(a, b + 1))
+            else:
+                rows.append(int(part))
+        except ValueError:
+            raise InputError(f"{part!r} is not a row number or range (e.g. 12,15-18)") from None
+    return rows
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from .journal import Journal
+
+    journal = Journal(args.journal) if args.journal else Journal()
+    table = journal.runs()
+    if table.empty:
+        print(f"No runs in {journal.path}")
+    else:
+        print(table.to_string(index=False))
+    return EXIT_OK
+
+
+def cmd_resolve(args: argparse.Namespace) -> int:
+    from .journal import Journal
+
+    if not args.paid and not args.release:
+        raise InputError("say which rows: --paid ROWS (found on the statement) and/or --release ROWS")
+    journal = Journal(args.journal) if args.journal else Journal()
+    for decision, text in (("paid", args.paid), ("release", args.release)):
+        if text:
+            rows = journal.resolve(args.run_id, parse_rows(text), decision, note=args.note)
+            print(f"Run {args.run_id}: rows {', '.join(map(str, rows))} recorded as {decision}.")
+    if args.release:
+        print(f"Released rows go out with: mipay-bulk run SHEET --resume {args.run_id}")
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .journal import Journal
+    from .report import write_report
+
+    journal = Journal(args.journal) if args.journal else Journal()
+    path = write_report(args.run_id, args.out, journal=journal)
+    print(f"Report: {path}")
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------- parser
 
 
@@ -175,10 +357,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="where to write the full issues list (default: next to the sheet)")
     p.set_defaults(func=cmd_validate)
 
+    p = sub.add_parser("run", help="load, validate, send and report a payout sheet (the main job)")
+    _sheet_args(p)
+    p.add_argument("--sandbox", action="store_true", help="start the embedded sandbox gateway and use it")
+    p.add_argument("--dry-run", action="store_true", help="everything but sending; shows the first signed bodies")
+    p.add_argument("--yes", action="store_true", help="send without asking for confirmation")
+    p.add_argument("--gateway-url", help="the gateway (default: MIPAY_GATEWAY_URL, else https://gomipay.com)")
+    p.add_argument("--rate", type=float, default=10.0, help="requests per second at most (default 10)")
+    p.add_argument("--concurrency", type=int, default=4, help="requests in flight at most (default 4)")
+    p.add_argument("--batch-size", type=int, default=100, help="rows per batch (default 100)")
+    p.add_argument("--batch-pause", type=float, default=0.0, help="seconds to pause between batches")
+    p.add_argument("--journal", help="the journal file (default: MIPAY_JOURNAL, else a per-user file)")
+    p.add_argument("--out", help="where to write the report")
+    p.add_argument("--resume", nargs="?", const="__file__", metavar="RUN",
+                   help="resume the unfinished run of this sheet, or the run named")
+    p.add_argument("--new-run", action="store_true", help="pay a sheet that was already planned, again")
+    p.add_argument("--max-total", type=int, metavar="KES", help="refuse a sheet whose total is above this")
+    p.add_argument("--strict", action="store_true", help="refuse the whole sheet if any row is invalid")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("runs", help="list the runs in the journal with their totals")
+    p.add_argument("--journal")
+    p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("resolve", help="record what the statement shows for unknown rows")
+    p.add_argument("run_id", metavar="RUN")
+    p.add_argument("--paid", metavar="ROWS", help="rows found paid on the statement, e.g. 12,15-18")
+    p.add_argument("--release", metavar="ROWS", help="rows not on the statement: send them on the next --resume")
+    p.add_argument("--note", help="why (kept in the journal)")
+    p.add_argument("--journal")
+    p.set_defaults(func=cmd_resolve)
+
+    p = sub.add_parser("report", help="write the report of a run again, from the journal")
+    p.add_argument("run_id", metavar="RUN")
+    p.add_argument("--out")
+    p.add_argument("--journal")
+    p.set_defaults(func=cmd_report)
+
     p = sub.add_parser("sign", help="print the canonical string and sec_hash of a request body")
     p.add_argument("body", help="a JSON file holding the request body")
     p.set_defaults(func=cmd_sign)
     return parser
+
+
+COMMANDS = ("run", "validate", "runs", "resolve", "report", "sandbox", "sign")
 
 
 def _sheet_args(p: argparse.ArgumentParser) -> None:
@@ -192,6 +415,9 @@ def _sheet_args(p: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
+    # `mipay-bulk payouts.xlsx` is `mipay-bulk run payouts.xlsx`.
+    if argv and not argv[0].startswith("-") and argv[0] not in COMMANDS:
+        argv.insert(0, "run")
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse has printed its message
