@@ -369,12 +369,11 @@ def _find_resumable(journal: Journal, source: Any, resume: str | bool, sheet: st
 
     path = source.sheet.path if isinstance(source, Validation) else Path(source)
     runs = journal.runs_for_file(file_sha256(path))
-    unfinished = [r for r in runs if r.status != "finished"]
-    if not unfinished:
-        if runs:
-            raise RunRefused(f"every run of {path.name} is finished (last: {runs[-1].run_id}); nothing to resume")
+    if not runs:
         raise RunRefused(f"{path.name} has never been planned in {journal.path}; run it without --resume")
-    return unfinished[-1].run_id
+    # The unfinished run if there is one; else the latest, which sends only what is still sendable.
+    unfinished = [r for r in runs if r.status != "finished"]
+    return (unfinished or runs)[-1].run_id
 
 
 def _progress(total: int, run_id: str):
