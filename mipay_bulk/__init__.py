@@ -18,6 +18,8 @@ from .errors import (
     SheetError,
 )
 from .protocol import OutcomeClass
+from .report import results, write_report
+from .runner import RunResult, run_payouts
 from .sandbox import Faults, Sandbox
 from .sheets import LoadedSheet
 from .validate import Validation, load_payouts, validate
@@ -33,11 +35,15 @@ __all__ = [
     "Outcome",
     "OutcomeClass",
     "RunRefused",
+    "RunResult",
     "Sandbox",
     "Settings",
     "SheetError",
     "Validation",
     "__version__",
     "load_payouts",
+    "results",
+    "run_payouts",
     "validate",
+    "write_report",
 ]

@@ -101,6 +101,7 @@ CREATE TABLE IF NOT EXISTS decisions (
     run_id TEXT NOT NULL, row INTEGER NOT NULL, decision TEXT NOT NULL,
     decided_at TEXT NOT NULL, operator TEXT, note TEXT
 );
+CREATE INDEX IF NOT EXISTS decisions_row ON decisions(run_id, row);
 """
 
 
@@ -278,7 +279,7 @@ class Journal:
     # -- money-safety checks ------------------------------------------------------
 
     def accepted_references(self, references: Iterable[str]) -> dict[str, str]:
-        """reference -> run_id, for references already paid (accepted or resolved paid) in any run."""
+        """reference -> run_id, for references paid or possibly paid (unknown, in flight) in any run."""
         refs = sorted({r for r in references if r})
         found: dict[str, str] = {}
         for i in range(0, len(refs), 500):
@@ -289,8 +290,9 @@ class Journal:
                 found.setdefault(r["reference"], r["run_id"])
         return found
 
-    def recently_accepted(self, keys: Iterable[str], hours: float = 24) -> dict[str, str]:
-        """payout_key -> run_id, for payouts accepted in the last ``hours``."""
+    def recently_paid(self, keys: Iterable[str], hours: float = 24, exclude_run: str | None = None) -> dict[str, str]:
+        """payout_key -> run_id, for identical payouts accepted, or possibly paid (unknown, in
+        flight), in the last ``hours``, in runs other than ``exclude_run``."""
         since = (datetime.now(UTC) - timedelta(hours=hours)).isoformat(timespec="milliseconds")
         wanted = sorted(set(keys))
         found: dict[str, str] = {}
@@ -298,11 +300,19 @@ class Journal:
             chunk = wanted[i:i + 500]
             marks = ",".join("?" * len(chunk))
             sql = (f"SELECT w.payout_key, w.run_id FROM rows w JOIN attempts a ON a.run_id = w.run_id "
-                   f"AND a.row = w.row WHERE w.payout_key IN ({marks}) AND w.state IN ('accepted','paid') "
-                   f"AND a.outcome = 'accepted' AND a.finished_at >= ?")
-            for r in self._query(sql, [*chunk, since]):
+                   f"AND a.row = w.row WHERE w.payout_key IN ({marks}) "
+                   f"AND w.state IN ('accepted','paid','unknown','in_flight') AND a.started_at >= ? "
+                   f"AND w.run_id != ?")
+            for r in self._query(sql, [*chunk, since, exclude_run or ""]):
                 found.setdefault(r["payout_key"], r["run_id"])
         return found
+
+    def skip(self, run_id: str, rows: dict[int, str]) -> None:
+        """Mark sendable rows ``skipped``, each with the reason why."""
+        with self._tx() as db:
+            for row, note in rows.items():
+                db.execute("UPDATE rows SET state = 'skipped', note = ? WHERE run_id = ? AND row = ? "
+                           "AND state IN ('pending','not_sent')", (note, run_id, row))
 
     # -- sending --------------------------------------------------------------------
 
@@ -375,15 +385,25 @@ class Journal:
     def rows(self, run_id: str) -> pd.DataFrame:
         """Every row of a run with its state, last attempt and attempt count."""
         sql = """
+        WITH last AS (SELECT row, MAX(id) AS id FROM attempts WHERE run_id = :run GROUP BY row),
+             decided AS (SELECT row, MAX(id) AS id FROM decisions WHERE run_id = :run GROUP BY row)
         SELECT w.*, a.outcome AS last_outcome, a.http_status, a.response_status, a.response, a.extra, a.error,
-               a.started_at AS sent_at, a.latency, a.scheduled_send AS scheduled_send_sent,
-               (SELECT d.decision FROM decisions d WHERE d.run_id = w.run_id AND d.row = w.row
-                ORDER BY d.id DESC LIMIT 1) AS decision
+               a.started_at AS sent_at, a.latency, a.scheduled_send AS scheduled_send_sent, d.decision
         FROM rows w
-        LEFT JOIN attempts a ON a.id = (SELECT MAX(id) FROM attempts x WHERE x.run_id = w.run_id AND x.row = w.row)
-        WHERE w.run_id = ? ORDER BY w.row
+        LEFT JOIN last ON last.row = w.row LEFT JOIN attempts a ON a.id = last.id
+        LEFT JOIN decided ON decided.row = w.row LEFT JOIN decisions d ON d.id = decided.id
+        WHERE w.run_id = :run ORDER BY w.row
         """
-        return pd.DataFrame([dict(r) for r in self._query(sql, (run_id,))])
+        with self._lock:
+            cur = self._db.execute(sql, {"run": run_id})
+            names = [c[0] for c in cur.description]
+            return pd.DataFrame.from_records(cur.fetchall(), columns=names)
+
+    def outcome_sums(self, run_id: str) -> dict[str, tuple[int, int]]:
+        """state -> (rows, KES) of a run."""
+        return {r["state"]: (r["n"], r["kes"]) for r in self._query(
+            "SELECT state, COUNT(*) AS n, COALESCE(SUM(amount), 0) AS kes FROM rows WHERE run_id = ? "
+            "GROUP BY state", (run_id,))}
 
     def attempts(self, run_id: str) -> pd.DataFrame:
         return pd.DataFrame([dict(r) for r in self._query(

@@ -4,9 +4,10 @@
 
 * a sheet already planned in the journal is refused unless resumed (``resume=``) or paid
   again on purpose (``new_run=True``); a reference paid (or possibly paid) in any earlier
-  run is refused for ever; a payout identical to one accepted in the last 24 hours is
-  refused unless ``allow_duplicates``. Refusals raise :class:`~mipay_bulk.errors.RunRefused`
-  before anything is sent;
+  run is refused for ever; a payout identical to one accepted (or possibly paid) in the
+  last 24 hours is refused unless ``allow_duplicates``. Refusals raise
+  :class:`~mipay_bulk.errors.RunRefused` before anything is sent;
+* on resume, a row paid meanwhile by another run (a Failures sheet fed back) is skipped;
 * every attempt is committed to the journal before its request leaves;
 * ``not_sent`` and ``throttled`` are retried (capped exponential backoff with jitter, or
   ``Retry-After``); ``accepted``, ``rejected`` and ``unknown`` are final for the run;
@@ -165,18 +166,17 @@ def plan_run(
     keys = [payout_key(m, int(a), p) for m, a, p in
             zip(payouts["msisdn"], payouts["amount"], payouts["product_id"], strict=True)]
     if not allow_duplicates:
-        recent = journal.recently_accepted(keys)
+        recent = journal.recently_paid(keys)
         if recent:
             listed = "; ".join(f"row {r} ({m}, KES {a:,}, run {recent[k]})" for r, m, a, k in
                                zip(payouts["row"], payouts["msisdn"], payouts["amount"], keys, strict=True)
                                if k in recent)
-            raise RunRefused(f"the same payouts were accepted in the last 24 hours: {listed}. "
-                             "Nothing was sent; pass --allow-duplicates if they are meant to be paid again")
+            raise RunRefused(f"the same payouts were accepted (or may have been paid) in the last 24 hours: "
+                             f"{listed}. Nothing was sent; pass --allow-duplicates if they are meant to be "
+                             "paid again")
     rows = validation.rows
-    original_cols = [c for c in rows.columns if c not in
-                     ("row", "msisdn", "amount", "product_id", "send_at", "scheduled_send", "reference", "name",
-                      "valid")]
-    originals = rows[original_cols].to_dict("records")
+    # The cells as the analyst typed them, under the sheet's own headers.
+    originals = src.rows.drop(columns=["row"]).to_dict("records")
     key_of = dict(zip(payouts["row"], keys, strict=True))
     records = []
     for i, r in enumerate(rows.itertuples(index=False)):
@@ -325,6 +325,14 @@ def run_payouts(
                           new_run=new_run, allow_duplicates=allow_duplicates, max_total=max_total, strict=strict)
     recovered = journal.recover(run_id)
     rows = journal.sendable(run_id)
+    if resume and rows and not journal.run(run_id).settings.get("allow_duplicates"):
+        # Rows of this run paid meanwhile by another run (a Failures sheet fed back, say) are
+        # skipped, not paid twice.
+        elsewhere = journal.recently_paid([r["payout_key"] for r in rows], exclude_run=run_id)
+        if elsewhere:
+            journal.skip(run_id, {r["row"]: f"paid meanwhile in run {elsewhere[r['payout_key']]}"
+                                  for r in rows if r["payout_key"] in elsewhere})
+            rows = journal.sendable(run_id)
     bar = _progress(len(rows), run_id) if progress else None
     tally: dict[str, int] = {}
 

@@ -261,15 +261,16 @@ class Sandbox:
         """How many REMIT payments each (MSISDN, amount) received."""
         return Counter((e["msisdn"], e["amount"]) for e in self.ledger() if e["service"] == "REMIT")
 
-    def script(self, *faults: str | None) -> None:
-        """Force the faults of the next requests, in order (``None`` for a normal answer)."""
-        for f in faults:
-            if f is not None and f not in FAULTS:
+    def script(self, *steps: str | dict[str, Any] | None) -> None:
+        """Steer the next requests, in order: a fault name, ``None`` for a normal answer, or a
+        dict, which is answered as it is (HTTP 200, JSON) instead of processing the request."""
+        for f in steps:
+            if f is not None and not isinstance(f, dict) and f not in FAULTS:
                 raise ValueError(f"unknown fault {f!r}; choose from {FAULTS}")
         with self._lock:
-            self._script.extend(faults)
+            self._script.extend(steps)
 
-    def _next_fault(self, key: str) -> str | None:
+    def _next_fault(self, key: str) -> str | dict[str, Any] | None:
         with self._lock:
             self.requests_seen += 1
             if self._script:
@@ -495,6 +496,9 @@ class _Handler(BaseHTTPRequestHandler):
         faults = sandbox.faults
         if faults.latency:
             sandbox._stopping.wait(faults.latency)
+        if isinstance(fault, dict):
+            self._json(200, fault)
+            return
         if fault == "throttle":
             self._json(
                 429,
