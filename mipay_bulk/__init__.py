@@ -18,7 +18,8 @@ from .errors import (
     SheetError,
 )
 from .protocol import OutcomeClass
-from .report import results, write_report
+from .journal import resolve, runs
+from .report import outcome_table, results, summary_sentence, write_report
 from .runner import RunResult, run_payouts
 from .sandbox import Faults, Sandbox
 from .sheets import LoadedSheet
@@ -42,8 +43,12 @@ __all__ = [
     "Validation",
     "__version__",
     "load_payouts",
+    "outcome_table",
+    "resolve",
     "results",
     "run_payouts",
+    "runs",
+    "summary_sentence",
     "validate",
     "write_report",
 ]

@@ -294,10 +294,10 @@ def parse_rows(text: str) -> list[int]:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from .journal import Journal
+    from .journal import Journal, runs
 
     journal = Journal(args.journal) if args.journal else Journal()
-    table = journal.runs()
+    table = runs(journal)
     if table.empty:
         print(f"No runs in {journal.path}")
     else:
@@ -306,15 +306,15 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_resolve(args: argparse.Namespace) -> int:
-    from .journal import Journal
+    from .journal import Journal, resolve
 
     if not args.paid and not args.release:
         raise InputError("say which rows: --paid ROWS (found on the statement) and/or --release ROWS")
     journal = Journal(args.journal) if args.journal else Journal()
-    for decision, text in (("paid", args.paid), ("release", args.release)):
-        if text:
-            rows = journal.resolve(args.run_id, parse_rows(text), decision, note=args.note)
-            print(f"Run {args.run_id}: rows {', '.join(map(str, rows))} recorded as {decision}.")
+    done = resolve(args.run_id, paid=parse_rows(args.paid or ""), release=parse_rows(args.release or ""),
+                   note=args.note, journal=journal)
+    for decision, group in done.groupby("decision", sort=False):
+        print(f"Run {args.run_id}: rows {', '.join(map(str, group['row']))} recorded as {decision}.")
     if args.release:
         print(f"Released rows go out with: mipay-bulk run SHEET --resume {args.run_id}")
     return EXIT_OK

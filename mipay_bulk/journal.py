@@ -417,3 +417,37 @@ class Journal:
     def counts(self, run_id: str) -> dict[str, int]:
         return {r["state"]: r["n"] for r in self._query(
             "SELECT state, COUNT(*) AS n FROM rows WHERE run_id = ? GROUP BY state", (run_id,))}
+
+
+# ---------------------------------------------------------------- the library face of the journal
+
+
+def _open(journal: Journal | str | Path | None) -> Journal:
+    return journal if isinstance(journal, Journal) else Journal(journal)
+
+
+def runs(journal: Journal | str | Path | None = None) -> pd.DataFrame:
+    """Every run in the journal with its counts and KES accepted (``mipay-bulk runs``)."""
+    return _open(journal).runs()
+
+
+def resolve(
+    run: Any,
+    *,
+    paid: Iterable[int] = (),
+    release: Iterable[int] = (),
+    note: str | None = None,
+    journal: Journal | str | Path | None = None,
+) -> pd.DataFrame:
+    """Record what the M-PESA statement shows for ``unknown`` rows of a run.
+
+    ``paid`` rows were found on the statement: they count as accepted and are never sent
+    again. ``release`` rows were not: they go out on the next resume. Returns the decisions.
+    """
+    journal = getattr(run, "journal", None) or _open(journal)
+    run_id = getattr(run, "run_id", None) or str(run)
+    done = []
+    for decision, rows in (("paid", list(paid)), ("release", list(release))):
+        if rows:
+            done += [(r, decision) for r in journal.resolve(run_id, rows, decision, note=note)]
+    return pd.DataFrame(done, columns=["row", "decision"])

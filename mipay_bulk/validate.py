@@ -344,6 +344,11 @@ class Validation:
         out.loc["total"] = out.sum()
         return out.astype("int64")
 
+    def styled_issues(self, limit: int | None = 50):
+        """The issues as a pandas Styler for notebooks: errors red, warnings amber."""
+        issues = self.issues if limit is None else self.issues.head(limit)
+        return _issue_styler(issues)
+
     def __repr__(self) -> str:
         t = self.totals.loc["total"]
         return (f"<Validation {self.sheet.path.name}: {t['rows']} rows, {t['valid']} valid (KES {t['kes']:,}), "
@@ -353,13 +358,17 @@ class Validation:
         return f"<p><b>{self!r}</b></p>" + self.totals.to_html() + styled_issues(self.issues.head(50))
 
 
+def _issue_styler(issues: pd.DataFrame):
+    colours = {ERROR: "background-color: #f8d7da", WARNING: "background-color: #fff3cd"}
+    styler = issues.style.apply(lambda row: [colours.get(row["severity"], "")] * len(row), axis=1)
+    return styler.hide(axis="index").set_properties(subset=["message"], **{"text-align": "left"})
+
+
 def styled_issues(issues: pd.DataFrame) -> str:
     """The issues as HTML, errors red and warnings amber."""
     if issues.empty:
         return "<p>No issues.</p>"
-    colours = {ERROR: "background-color: #f8d7da", WARNING: "background-color: #fff3cd"}
-    styler = issues.style.apply(lambda row: [colours.get(row["severity"], "")] * len(row), axis=1)
-    return styler.hide(axis="index").to_html()
+    return _issue_styler(issues).to_html()
 
 
 def load_payouts(path: str | Path, sheet: str | int | None = None, *, limits: Limits | None = None) -> LoadedSheet:
