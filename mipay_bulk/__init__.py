@@ -17,8 +17,8 @@ from .errors import (
     RunRefused,
     SheetError,
 )
-from .protocol import OutcomeClass
 from .journal import resolve, runs
+from .protocol import OutcomeClass
 from .report import outcome_table, results, summary_sentence, write_report
 from .runner import RunResult, run_payouts
 from .sandbox import Faults, Sandbox
