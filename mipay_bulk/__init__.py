@@ -19,10 +19,12 @@ from .errors import (
 )
 from .journal import resolve, runs
 from .protocol import OutcomeClass
+from .reconcile import Reconciliation, reconcile
 from .report import outcome_table, results, summary_sentence, write_report
 from .runner import RunResult, run_payouts
 from .sandbox import Faults, Sandbox
 from .sheets import LoadedSheet
+from .statement import Statement, load_statement
 from .validate import Validation, load_payouts, validate
 
 __all__ = [
@@ -35,15 +37,19 @@ __all__ = [
     "MipayError",
     "Outcome",
     "OutcomeClass",
+    "Reconciliation",
     "RunRefused",
     "RunResult",
     "Sandbox",
     "Settings",
     "SheetError",
+    "Statement",
     "Validation",
     "__version__",
     "load_payouts",
+    "load_statement",
     "outcome_table",
+    "reconcile",
     "resolve",
     "results",
     "run_payouts",

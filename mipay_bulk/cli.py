@@ -330,6 +330,36 @@ def cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ---------------------------------------------------------------- reconcile
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    from .journal import Journal
+    from .reconcile import reconcile, write_reconciliation
+    from .report import default_report_path
+
+    journal = Journal(args.journal) if args.journal else Journal()
+    journal.run(args.run_id)
+    rec = reconcile(args.run_id, args.statement, journal=journal, window_hours=args.window_hours,
+                    settle_after_minutes=args.settle_after, apply=args.apply)
+    print(rec.tieout.to_string(index=False, formatters={"kes": "{:,.2f}".format}))
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(rec.counts().items()))
+    print(f"\nPayouts: {counts}")
+    print("The statement ties out." if rec.ties_out else "The statement does NOT tie out.")
+    out = Path(args.out) if args.out else default_report_path(args.run_id, journal, ".reconciliation.xlsx")
+    write_reconciliation(rec, out)
+    print(f"Reconciliation: {out}")
+    if args.apply and len(rec.applied):
+        for decision, group in rec.applied.groupby("decision"):
+            print(f"Recorded {decision}: rows {', '.join(map(str, group['row']))}")
+        if (rec.applied["decision"] == "release").any():
+            print(f"Released rows go out with: mipay-bulk run SHEET --resume {args.run_id}")
+    elif not args.apply and rec.payouts["reconciliation"].isin(["settled_paid", "settled_unpaid",
+                                                                 "paid_despite_rejection"]).any():
+        print("Nothing was recorded: add --apply to record what the statement decides.")
+    return EXIT_OK if rec.clean else EXIT_ISSUES
+
+
 # ---------------------------------------------------------------- parser
 
 
@@ -395,13 +425,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--journal")
     p.set_defaults(func=cmd_report)
 
+    p = sub.add_parser("reconcile", help="match a run to the M-PESA organisation statement")
+    p.add_argument("run_id", metavar="RUN")
+    p.add_argument("statement", metavar="STATEMENT", help="the statement export, .csv or .xlsx")
+    p.add_argument("--out", help="where to write the reconciliation workbook")
+    p.add_argument("--window-hours", type=float, default=48, help="how long after the send a line may complete")
+    p.add_argument("--settle-after", type=float, default=10, metavar="MINUTES",
+                   help="an unknown row is settled unpaid only if the statement reaches this far past its send")
+    p.add_argument("--apply", action="store_true", help="record the statement's decisions in the journal")
+    p.add_argument("--journal")
+    p.set_defaults(func=cmd_reconcile)
+
     p = sub.add_parser("sign", help="print the canonical string and sec_hash of a request body")
     p.add_argument("body", help="a JSON file holding the request body")
     p.set_defaults(func=cmd_sign)
     return parser
 
 
-COMMANDS = ("run", "validate", "runs", "resolve", "report", "sandbox", "sign")
+COMMANDS = ("run", "validate", "runs", "resolve", "report", "reconcile", "sandbox", "sign")
 
 
 def _sheet_args(p: argparse.ArgumentParser) -> None:

@@ -405,6 +405,18 @@ class Journal:
             "SELECT state, COUNT(*) AS n, COALESCE(SUM(amount), 0) AS kes FROM rows WHERE run_id = ? "
             "GROUP BY state", (run_id,))}
 
+    def first_attempts(self, run_id: str) -> dict[int, str]:
+        """row -> when its first attempt started, for every row that was ever sent."""
+        return {r["row"]: r["t"] for r in self._query(
+            "SELECT row, MIN(started_at) AS t FROM attempts WHERE run_id = ? GROUP BY row", (run_id,))}
+
+    def mark_paid(self, run_id: str, row: int, note: str) -> None:
+        """A row the statement shows paid whatever the gateway answered: never send it again."""
+        with self._tx() as db:
+            db.execute("UPDATE rows SET state = 'paid' WHERE run_id = ? AND row = ?", (run_id, row))
+            db.execute("INSERT INTO decisions (run_id, row, decision, decided_at, operator, note) "
+                       "VALUES (?,?,?,?,?,?)", (run_id, row, "paid", utcnow(), operator_name(), note))
+
     def attempts(self, run_id: str) -> pd.DataFrame:
         return pd.DataFrame([dict(r) for r in self._query(
             "SELECT * FROM attempts WHERE run_id = ? ORDER BY id", (run_id,))])

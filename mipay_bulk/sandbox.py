@@ -261,6 +261,16 @@ class Sandbox:
         """How many REMIT payments each (MSISDN, amount) received."""
         return Counter((e["msisdn"], e["amount"]) for e in self.ledger() if e["service"] == "REMIT")
 
+    def write_statement(self, path, **options: Any):
+        """Write this sandbox's ledger as an M-PESA organisation statement export (csv or xlsx).
+
+        Options as :func:`mipay_bulk.statement.write_statement`: ``mask_share``, ``charges``,
+        ``seed``, ``period_end``.
+        """
+        from .statement import write_statement
+
+        return write_statement(self.ledger(), path, **options)
+
     def script(self, *steps: str | dict[str, Any] | None) -> None:
         """Steer the next requests, in order: a fault name, ``None`` for a normal answer, or a
         dict, which is answered as it is (HTTP 200, JSON) instead of processing the request."""

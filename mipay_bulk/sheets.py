@@ -249,7 +249,7 @@ def _decode(raw: bytes) -> str:
     return raw.decode("latin-1")
 
 
-def _read_csv(path: Path, max_rows: int) -> list[list[str]]:
+def _read_csv(path: Path, max_rows: int, ragged: bool = False) -> list[list[str]]:
     lines = 0
     with path.open("rb") as fh:
         while chunk := fh.read(1 << 20):
@@ -268,10 +268,18 @@ def _read_csv(path: Path, max_rows: int) -> list[list[str]]:
             raise SheetError("this is a binary file, not a CSV", path=str(path))
     else:
         text = _decode(raw)
-    first = next((ln for ln in text.splitlines() if ln.strip()), "")
-    delimiter = max(_DELIMITERS, key=first.count)
-    if first.count(delimiter) == 0:
+    lines = text.splitlines()
+    # The header is the line with the most delimiters among the first few (exports put
+    # one-cell preamble lines above it).
+    head = [ln for ln in lines[:HEADER_SEARCH_ROWS] if ln.strip()] if ragged else \
+        [next((ln for ln in lines if ln.strip()), "")]
+    delimiter = max(_DELIMITERS, key=lambda d: max(ln.count(d) for ln in head) if head else 0)
+    if not head or max(ln.count(delimiter) for ln in head) == 0:
         delimiter = ","
+    if ragged:
+        import csv
+
+        return [row for row in csv.reader(io.StringIO(text), delimiter=delimiter)]
     try:
         frame = pd.read_csv(
             io.StringIO(text),
@@ -299,6 +307,32 @@ def _read_csv(path: Path, max_rows: int) -> list[list[str]]:
     return frame.fillna("").values.tolist()
 
 
+def read_cells(path: str | Path, sheet: str | int | None = None, *, max_rows: int = 200_000,
+               ragged: bool = False) -> tuple[str | None, list[list[str]]]:
+    """Every cell of a sheet (or CSV) as text, rows as in the file. Raises :class:`SheetError`.
+
+    ``ragged`` lets CSV rows differ in length (exports with preamble lines above the header).
+    """
+    path = Path(path)
+    _check_file(path)
+    suffix = path.suffix.lower()
+    if suffix in CSV_SUFFIXES:
+        sheet_name = None
+        data = _read_csv(path, max_rows, ragged)
+    elif suffix in EXCEL_SUFFIXES:
+        _sniff_excel(path)
+        sheet_name, data = _read_workbook(path, sheet, max_rows)
+    else:
+        raise SheetError(
+            f"files ending in {suffix or '(nothing)'} are not read; use .xlsx, .xlsm, .xls, .ods or .csv",
+            path=str(path),
+        )
+    texts = [[cell_text(c) for c in row] for row in data]
+    if not any(any(c.strip() for c in row) for row in texts):
+        raise SheetError("the sheet holds no data", path=str(path))
+    return sheet_name, texts
+
+
 def _find_header(data: list[list[str]]) -> int:
     """Index of the header row: the one among the first rows naming the most known columns."""
     best, best_score = -1, 0
@@ -317,22 +351,7 @@ def load_sheet(path: str | Path, sheet: str | int | None = None, *, max_rows: in
     """Load a payout sheet as text. Raises :class:`~mipay_bulk.errors.SheetError` for a file
     that is not a usable payout sheet, with the file, row and column where that applies."""
     path = Path(path)
-    _check_file(path)
-    suffix = path.suffix.lower()
-    if suffix in CSV_SUFFIXES:
-        sheet_name = None
-        data = _read_csv(path, max_rows)
-    elif suffix in EXCEL_SUFFIXES:
-        _sniff_excel(path)
-        sheet_name, data = _read_workbook(path, sheet, max_rows)
-    else:
-        raise SheetError(
-            f"files ending in {suffix or '(nothing)'} are not read; use .xlsx, .xlsm, .xls, .ods or .csv",
-            path=str(path),
-        )
-    texts = [[cell_text(c) for c in row] for row in data]
-    if not any(any(c.strip() for c in row) for row in texts):
-        raise SheetError("the sheet holds no data", path=str(path))
+    sheet_name, texts = read_cells(path, sheet, max_rows=max_rows)
     h = _find_header(texts)
     if h < 0:
         found = next(([c for c in row if c.strip()] for row in texts if any(c.strip() for c in row)), [])
