@@ -405,10 +405,17 @@ class Journal:
             "SELECT state, COUNT(*) AS n, COALESCE(SUM(amount), 0) AS kes FROM rows WHERE run_id = ? "
             "GROUP BY state", (run_id,))}
 
-    def first_attempts(self, run_id: str) -> dict[int, str]:
-        """row -> when its first attempt started, for every row that was ever sent."""
-        return {r["row"]: r["t"] for r in self._query(
-            "SELECT row, MIN(started_at) AS t FROM attempts WHERE run_id = ? GROUP BY row", (run_id,))}
+    def sent_rows(self, run_id: str) -> pd.DataFrame:
+        """The rows that were sent at least once: state, payout, first send and last schedule."""
+        sql = """
+        SELECT w.row, w.state, w.msisdn, w.amount, w.product_id, MIN(a.started_at) AS first_sent,
+               MAX(a.scheduled_send) AS scheduled
+        FROM rows w JOIN attempts a ON a.run_id = w.run_id AND a.row = w.row
+        WHERE w.run_id = ? GROUP BY w.row ORDER BY w.row
+        """
+        with self._lock:
+            cur = self._db.execute(sql, (run_id,))
+            return pd.DataFrame.from_records(cur.fetchall(), columns=[c[0] for c in cur.description])
 
     def mark_paid(self, run_id: str, row: int, note: str) -> None:
         """A row the statement shows paid whatever the gateway answered: never send it again."""

@@ -24,12 +24,14 @@ Two choices where the brief is silent, both for money safety:
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from .journal import Journal
@@ -77,66 +79,130 @@ class Reconciliation:
         return f"<p><b>{self!r}</b></p>" + self.tieout.to_html(index=False)
 
 
-def _pair(pay: pd.DataFrame, lines: pd.DataFrame) -> list[tuple[int, int]]:
-    """One-to-one pairs (payout id, line id) on ``key``, in time order, inside each payout's window.
+def _ranks(sorted_keys: np.ndarray) -> np.ndarray:
+    """0, 1, 2... within each run of equal keys of a sorted array."""
+    if not len(sorted_keys):
+        return np.zeros(0, dtype=np.int64)
+    starts = np.r_[0, np.flatnonzero(np.diff(sorted_keys)) + 1]
+    sizes = np.diff(np.r_[starts, len(sorted_keys)])
+    return np.arange(len(sorted_keys)) - np.repeat(starts, sizes)
+
+
+def _pair(pay: dict[str, np.ndarray], lines: dict[str, np.ndarray]) -> list[tuple[int, int]]:
+    """One-to-one pairs (payout id, line id) on integer ``key``, in time order, inside each window.
 
     The common case is vectorised: within a key, the k-th payout (expected-paid first, then
     by time) takes the k-th line by time. Keys where that pairing would put a line outside
     its payout's window fall back to a greedy pass: each payout takes the earliest unused
     line inside its window.
     """
-    if pay.empty or lines.empty:
+    if not len(pay["key"]) or not len(lines["key"]):
         return []
-    p = pay.sort_values(["key", "prio", "lo"], kind="stable")
-    p = p.assign(rank=p.groupby("key", sort=False).cumcount())
-    ln = lines.sort_values(["key", "t"], kind="stable")
-    ln = ln.assign(rank=ln.groupby("key", sort=False).cumcount())
-    m = p.merge(ln, on=["key", "rank"], how="inner")
-    inside = (m["t"] >= m["lo"]) & (m["t"] <= m["hi"])
-    awkward = set(m.loc[~inside, "key"])
-    good = m[~m["key"].isin(awkward)]
-    pairs = list(zip(good["pid"].tolist(), good["lid"].tolist(), strict=True))
-    if awkward:
-        p_aw = p[p["key"].isin(awkward)]
-        l_aw = ln[ln["key"].isin(awkward)]
-        by_key: dict[Any, list[tuple]] = defaultdict(list)
-        for lid, key, t in zip(l_aw["lid"], l_aw["key"], l_aw["t"], strict=True):
-            by_key[key].append((t, lid))
+    po = np.lexsort((pay["lo"], pay["prio"], pay["key"]))
+    lo_ = np.lexsort((lines["t"], lines["key"]))
+    left = pd.DataFrame({"k": pay["key"][po], "r": _ranks(pay["key"][po]), "p": po})
+    right = pd.DataFrame({"k": lines["key"][lo_], "r": _ranks(lines["key"][lo_]), "l": lo_})
+    m = left.merge(right, on=["k", "r"], how="inner")
+    p_i, l_i = m["p"].to_numpy(), m["l"].to_numpy()
+    t = lines["t"][l_i]
+    inside = (t >= pay["lo"][p_i]) & (t <= pay["hi"][p_i])
+    awkward = np.unique(m["k"].to_numpy()[~inside])
+    good = ~np.isin(m["k"].to_numpy(), awkward)
+    pairs = list(zip(pay["pid"][p_i[good]].tolist(), lines["lid"][l_i[good]].tolist(), strict=True))
+    if len(awkward):
+        by_key: dict[int, list[tuple[int, int]]] = defaultdict(list)
+        for j in lo_[np.isin(lines["key"][lo_], awkward)]:
+            by_key[int(lines["key"][j])].append((int(lines["t"][j]), int(lines["lid"][j])))
         used: set[int] = set()
-        for pid, key, lo, hi in zip(p_aw["pid"], p_aw["key"], p_aw["lo"], p_aw["hi"], strict=True):
-            for t, lid in by_key[key]:
-                if lid not in used and lo <= t <= hi:
+        for i in po[np.isin(pay["key"][po], awkward)]:
+            for when, lid in by_key[int(pay["key"][i])]:
+                if lid not in used and pay["lo"][i] <= when <= pay["hi"][i]:
                     used.add(lid)
-                    pairs.append((pid, lid))
+                    pairs.append((int(pay["pid"][i]), lid))
                     break
     return pairs
 
 
 def _payouts_of(run_id: str, journal: Journal, window: timedelta) -> pd.DataFrame:
-    """The run's rows that were sent at least once, with their matching windows."""
+    """The run's rows that were sent at least once, with their matching windows ``lo``..``hi``."""
     from .protocol import parse_scheduled_send
 
-    rows = journal.rows(run_id)
-    first = journal.first_attempts(run_id)
-    rows = rows[rows["state"].isin(EXPECTED_PAID + NOT_PAID) & rows["row"].isin(first)]
-    sent = pd.to_datetime(rows["row"].map(first), utc=True, format="ISO8601").dt.tz_convert(NAIROBI)
-    scheduled = rows["scheduled_send_sent"].map(_schedule_or_none(parse_scheduled_send))
-    start = pd.concat([sent, pd.to_datetime(scheduled, utc=True).dt.tz_convert(NAIROBI)], axis=1).max(axis=1)
+    rows = journal.sent_rows(run_id)
+    rows = rows[rows["state"].isin(EXPECTED_PAID + NOT_PAID)]
+    sent = pd.to_datetime(rows["first_sent"], utc=True, format="ISO8601").dt.tz_convert(NAIROBI)
+    # A payout scheduled for later completes then: its window opens at the schedule.
+    schedules = {t: _schedule_or_none(parse_scheduled_send, t) for t in rows["scheduled"].unique()}
+    scheduled = pd.to_datetime(rows["scheduled"].map(schedules), utc=True).dt.tz_convert(NAIROBI)
+    start = sent.where(scheduled.isna() | (scheduled < sent), scheduled)
     return pd.DataFrame({
-        "row": rows["row"].astype("int64").to_numpy(), "msisdn": rows["msisdn"].to_numpy(),
-        "amount": rows["amount"].astype("int64").to_numpy(), "product_id": rows["product_id"].to_numpy(),
-        "state": rows["state"].to_numpy(), "sent_at": sent.to_numpy(),
-        "lo": (start - CLOCK_SKEW).to_numpy(), "hi": (start + window).to_numpy(),
-    })
+        "row": rows["row"].astype("int64"), "msisdn": rows["msisdn"], "amount": rows["amount"].astype("int64"),
+        "product_id": rows["product_id"], "state": rows["state"], "sent_at": sent,
+        "lo": start - CLOCK_SKEW, "hi": start + window,
+    }).reset_index(drop=True)
 
 
-def _schedule_or_none(parse):
-    def one(text: Any) -> datetime | None:
-        try:
-            return parse(text) if isinstance(text, str) and text else None
-        except ValueError:
-            return None
-    return one
+def _ns(times: pd.Series) -> np.ndarray:
+    """Aware times as integer nanoseconds since the epoch: comparisons without boxing each value."""
+    return times.dt.tz_convert("UTC").dt.as_unit("ns").astype("int64").to_numpy()
+
+
+def _schedule_or_none(parse, text: Any) -> datetime | None:
+    try:
+        return parse(text) if isinstance(text, str) and text else None
+    except ValueError:
+        return None
+
+
+def match(payouts: pd.DataFrame, lines: pd.DataFrame) -> pd.DataFrame:
+    """The matching core: one-to-one pairs of payouts (``msisdn``, ``amount``, ``lo``, ``hi``,
+    ``state``) and payment lines (``party``, ``withdrawn``, ``completed_at``, ``role ==
+    "payment"``). Returns ``pid`` (payout position) and ``lid`` (line index) per pair.
+
+    Recipients are factorised into integer codes once, so sorting and joining never touch
+    strings: a key is (recipient code, amount) packed into one int64.
+    """
+    paying = lines[(lines["role"] == "payment") & (lines["withdrawn"] == lines["withdrawn"].round(0))]
+    party = paying["party"].to_numpy(dtype=object)
+    masked = np.fromiter(("*" in p for p in party), dtype=bool, count=len(party))
+    msisdn = payouts["msisdn"].to_numpy(dtype=object)
+    amount = payouts["amount"].to_numpy(dtype=np.int64)
+    line_amount = paying["withdrawn"].to_numpy().astype(np.int64)
+    pay = {"pid": np.arange(len(payouts)), "lo": _ns(payouts["lo"]), "hi": _ns(payouts["hi"]),
+           "prio": (~payouts["state"].isin(EXPECTED_PAID)).to_numpy().astype(np.int64)}
+    cand = {"lid": paying.index.to_numpy(), "t": _ns(paying["completed_at"])}
+
+    def keys(who_pay: np.ndarray, who_line: np.ndarray, pay_sel: np.ndarray, line_sel: np.ndarray):
+        codes, _ = pd.factorize(np.concatenate([who_pay, who_line]))
+        shift = np.int64(1) << np.int64(24)  # amounts below KES 16.7 million fit beside the code
+        k_pay = codes[: len(who_pay)].astype(np.int64) * shift + amount[pay_sel]
+        k_line = codes[len(who_pay):].astype(np.int64) * shift + line_amount[line_sel]
+        return k_pay, k_line
+
+    def subset(d: dict[str, np.ndarray], sel: np.ndarray, key: np.ndarray) -> dict[str, np.ndarray]:
+        return {**{k: v[sel] for k, v in d.items()}, "key": key}
+
+    everyone = np.ones(len(payouts), dtype=bool)
+    k_pay, k_line = keys(msisdn, party[~masked], everyone, ~masked)
+    pairs = _pair(subset(pay, everyone, k_pay), subset(cand, ~masked, k_line))
+    if masked.any():
+        # Each mask shape (digits shown before and after the stars) is matched on what is left.
+        shown = party[masked]
+        shapes = pd.DataFrame({"lead": [len(p) - len(p.lstrip("0123456789")) for p in shown],
+                               "trail": [len(p) - len(p.rstrip("0123456789")) for p in shown],
+                               "width": [len(p) for p in shown]})
+        where_masked = np.flatnonzero(masked)
+        lengths = np.fromiter((len(m) for m in msisdn), dtype=np.int64, count=len(msisdn))
+        for (lead, trail, width), group in shapes.groupby(["lead", "trail", "width"]):
+            left = lengths == width
+            left[[p for p, _ in pairs]] = False
+            stars = "*" * (width - lead - trail)
+            as_shown = np.array([m[:lead] + stars + (m[-trail:] if trail else "") for m in msisdn[left]],
+                                dtype=object)
+            sel = np.zeros(len(party), dtype=bool)
+            sel[where_masked[group.index.to_numpy()]] = True
+            k_pay, k_line = keys(as_shown, party[sel], left, sel)
+            pairs += _pair(subset(pay, left, k_pay), subset(cand, sel, k_line))
+    return pd.DataFrame(pairs, columns=["pid", "lid"], dtype=np.int64)
 
 
 def reconcile(
@@ -158,88 +224,57 @@ def reconcile(
     payouts = _payouts_of(run_id, journal, window)
     lines = statement.lines.copy()
     lines["role"] = lines["kind"]
-    # Reversals cancel the payment they name (by linked id, or by receipt in the details).
-    reversal = lines[lines["kind"] == "reversal"]
-    reversed_receipts = set(reversal["linked"]) | {
-        r for d in reversal["details"] for r in lines.loc[lines["kind"] == "payment", "receipt"] if r and r in d}
-    is_reversed = (lines["kind"] == "payment") & lines["receipt"].isin(reversed_receipts - {""})
-    lines.loc[is_reversed, "role"] = "reversed"
-    paying = lines[lines["role"] == "payment"]
-    pay = pd.DataFrame({"pid": range(len(payouts)), "msisdn": payouts["msisdn"], "amount": payouts["amount"],
-                        "lo": payouts["lo"], "hi": payouts["hi"],
-                        "prio": (~payouts["state"].isin(EXPECTED_PAID)).astype(int)})
-    cand = pd.DataFrame({"lid": paying.index, "party": paying["party"], "amount": paying["withdrawn"],
-                         "t": paying["completed_at"]})
-    cand = cand[cand["amount"] == cand["amount"].round(0)]
-    cand["amount"] = cand["amount"].astype("int64")
-    masked = cand["party"].str.contains("*", regex=False)
-    pairs: list[tuple[int, int]] = []
-    # Full numbers first, then each mask shape on what is left.
-    exact = cand[~masked].assign(key=lambda d: d["party"] + "|" + d["amount"].astype(str))
-    pairs += _pair(pay.assign(key=pay["msisdn"] + "|" + pay["amount"].astype(str)), exact)
-    taken_p = {p for p, _ in pairs}
-    rest = cand[masked]
-    for (lead, trail, width), group in rest.groupby([rest["party"].str.extract(r"^(\d*)")[0].str.len(),
-                                                      rest["party"].str.extract(r"(\d*)$")[0].str.len(),
-                                                      rest["party"].str.len()]):
-        left = pay[~pay["pid"].isin(taken_p) & (pay["msisdn"].str.len() == width)]
-        shape = left["msisdn"].str[:lead] + "*" * (width - lead - trail) + \
-            (left["msisdn"].str[-trail:] if trail else "")
-        new = _pair(left.assign(key=shape + "|" + left["amount"].astype(str)),
-                    group.assign(key=group["party"] + "|" + group["amount"].astype(str)))
-        pairs += new
-        taken_p |= {p for p, _ in new}
-    line_of = dict(pairs)
-    matched_lines = set(line_of.values())
-    lines.loc[list(matched_lines), "role"] = "matched"
-    lo_run = payouts["lo"].min() if len(payouts) else None
-    hi_run = payouts["hi"].max() if len(payouts) else None
-    unmatched_payment = (lines["role"] == "payment")
-    if lo_run is not None:
-        inside = (lines["completed_at"] >= lo_run) & (lines["completed_at"] <= hi_run)
-        lines.loc[unmatched_payment & inside, "role"] = "unexpected"
-        lines.loc[unmatched_payment & ~inside, "role"] = "out_of_window"
+    kind = lines["kind"]
+    # Reversals cancel the payment they name (by linked id, or by its receipt in the details).
+    reversal = lines[kind == "reversal"]
+    named = set(reversal["linked"]) - {""}
+    if len(reversal):
+        receipts = set(lines.loc[kind == "payment", "receipt"]) - {""}
+        named |= {r for d in reversal["details"] for r in re.findall(r"[A-Z0-9]{6,}", d) if r in receipts}
+    lines.loc[(kind == "payment") & lines["receipt"].isin(named), "role"] = "reversed"
+    pairs = match(payouts, lines)
+    pid, lid = pairs["pid"].to_numpy(), pairs["lid"].to_numpy()
+    lines.loc[lid, "role"] = "matched"
+    unmatched = lines["role"] == "payment"
+    if len(payouts):
+        inside = (lines["completed_at"] >= payouts["lo"].min()) & (lines["completed_at"] <= payouts["hi"].max())
     else:
-        lines.loc[unmatched_payment, "role"] = "out_of_window"
-    # Charges are tied to their payment: by linked id, else by the same receipt.
-    receipt_line = {r: i for i, r in zip(lines.index, lines["receipt"], strict=True)
-                    if lines.at[i, "kind"] == "payment"}
-    charge = lines[lines["kind"] == "charge"]
-    charge_of_line: dict[int, float] = defaultdict(float)
-    for i, linked, receipt, amount in zip(charge.index, charge["linked"], charge["receipt"], charge["withdrawn"],
-                                          strict=True):
-        target = receipt_line.get(linked) or receipt_line.get(receipt)
-        if target is not None:
-            charge_of_line[target] += amount
-            lines.at[i, "role"] = "charge"
-
-    row_of_pid = payouts["row"].tolist()
-    receipt = [None] * len(payouts)
-    completed = [None] * len(payouts)
-    charges = [0.0] * len(payouts)
-    for pid, lid in line_of.items():
-        receipt[pid] = lines.at[lid, "receipt"]
-        completed[pid] = lines.at[lid, "completed_at"]
-        charges[pid] = charge_of_line.get(lid, 0.0)
-    lines["payout_row"] = pd.array([None] * len(lines), dtype="Int64")
-    for pid, lid in line_of.items():
-        lines.at[lid, "payout_row"] = row_of_pid[pid]
-    settle_after = timedelta(minutes=settle_after_minutes)
-    outcome = []
-    for pid, state in enumerate(payouts["state"]):
-        on = pid in line_of
-        if state in ("accepted", "paid"):
-            outcome.append("confirmed" if on else "missing")
-        elif state in ("unknown", "in_flight"):
-            covered = statement.covered_until is not None and \
-                statement.covered_until >= payouts.at[pid, "sent_at"] + settle_after
-            outcome.append("settled_paid" if on else ("settled_unpaid" if covered else "unsettled"))
-        else:
-            outcome.append("paid_despite_rejection" if on else "not_paid")
-    result = payouts.drop(columns=["lo", "hi"]).assign(
-        reconciliation=outcome, receipt=receipt,
-        completed_at=pd.to_datetime(pd.Series(completed, dtype=object), utc=True).dt.tz_convert(NAIROBI),
-        charge=charges)
+        inside = pd.Series(False, index=lines.index)
+    lines.loc[unmatched & inside, "role"] = "unexpected"
+    lines.loc[unmatched & ~inside, "role"] = "out_of_window"
+    # Charges are tied to their payment: by the linked id, else by the same receipt.
+    payment_of_receipt = pd.Series(lines.index[kind == "payment"], index=lines.loc[kind == "payment", "receipt"])
+    payment_of_receipt = payment_of_receipt[~payment_of_receipt.index.duplicated()]
+    charge = lines[kind == "charge"]
+    target = charge["linked"].map(payment_of_receipt).fillna(charge["receipt"].map(payment_of_receipt))
+    lines.loc[charge.index, "role"] = "charge"
+    charge_of_line = charge["withdrawn"].groupby(target.dropna().astype("int64")).sum()
+    # Per payout: the line it matched, and what that means.
+    receipt = pd.Series(None, index=range(len(payouts)), dtype=object)
+    receipt.iloc[pid] = lines.loc[lid, "receipt"].to_numpy()
+    completed = pd.Series(lines.loc[lid, "completed_at"].array, index=pid).reindex(range(len(payouts)))
+    charges = pd.Series(0.0, index=range(len(payouts)))
+    charges.iloc[pid] = pd.Series(lid).map(charge_of_line).fillna(0.0).to_numpy()
+    lines["payout_row"] = pd.array([pd.NA] * len(lines), dtype="Int64")
+    lines.loc[lid, "payout_row"] = payouts["row"].to_numpy()[pid]
+    on = pd.Series(False, index=range(len(payouts)))
+    on.iloc[pid] = True
+    state = pd.Series(payouts["state"].to_numpy())
+    covered = pd.Series(False, index=range(len(payouts)))
+    if statement.covered_until is not None:
+        settle_after = timedelta(minutes=settle_after_minutes)
+        covered = pd.Series(payouts["sent_at"] + settle_after <= pd.Timestamp(statement.covered_until))
+    outcome = pd.Series("not_paid", index=range(len(payouts)), dtype=object)
+    outcome[state.isin(NOT_PAID) & on] = "paid_despite_rejection"
+    paid_state = state.isin(["accepted", "paid"])
+    outcome[paid_state] = "missing"
+    outcome[paid_state & on] = "confirmed"
+    unsure = state.isin(["unknown", "in_flight"])
+    outcome[unsure] = "unsettled"
+    outcome[unsure & ~on & covered] = "settled_unpaid"
+    outcome[unsure & on] = "settled_paid"
+    result = payouts.drop(columns=["lo", "hi"]).assign(  # every Series here is on the same 0..n-1 index
+        reconciliation=outcome, receipt=receipt, completed_at=completed, charge=charges)
     rec = Reconciliation(run_id=run_id, payouts=result, lines=lines, tieout=_tieout(result, lines),
                          covered_until=statement.covered_until, window=window)
     if apply:

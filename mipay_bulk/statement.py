@@ -149,6 +149,8 @@ def load_statement(path: str | Path, sheet: str | int | None = None) -> Statemen
     lines = pd.DataFrame.from_records(records, columns=[
         "line", "receipt", "completed_at", "initiated_at", "details", "status", "paid_in", "withdrawn", "reason",
         "party_info", "party", "linked", "account"])
+    for col in ("completed_at", "initiated_at"):
+        lines[col] = pd.to_datetime(lines[col], utc=True).dt.tz_convert(NAIROBI)
     lines["kind"] = classify_lines(lines)
     latest = lines["completed_at"].max() if len(lines) else None
     covered = max([t for t in (period_end, latest) if t is not None and not pd.isna(t)], default=None)
