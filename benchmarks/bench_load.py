@@ -10,14 +10,12 @@ mipay_bulk <= 1.0x of the plain read) and the peak memory (the target: under 500
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.gen import payout_sheet  # noqa: E402
+from benchmarks.gen import in_fresh_process, payout_sheet  # noqa: E402
 
 CHILD = r"""
 import json, resource, sys, time
@@ -37,20 +35,14 @@ print(json.dumps({"seconds": seconds, "peak_mb": peak_mb, "rows": n, "issues": i
 """
 
 
-def measure(path: Path, which: str) -> dict:
-    out = subprocess.run([sys.executable, "-c", CHILD, str(path), which], capture_output=True, text=True,
-                         check=True)
-    return json.loads(out.stdout)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         path = payout_sheet(Path(tmp) / "payouts.xlsx", args.rows)
-        base = measure(path, "openpyxl")
-        ours = measure(path, "mipay_bulk")
+        base = in_fresh_process(CHILD, path, "openpyxl")
+        ours = in_fresh_process(CHILD, path, "mipay_bulk")
     print(f"rows: {args.rows:,} (issues found: {ours['issues']:,})")
     print(f"plain pandas.read_excel(openpyxl): {base['seconds']:.2f} s, peak {base['peak_mb']:.0f} MB")
     print(f"mipay_bulk load + validate:        {ours['seconds']:.2f} s, peak {ours['peak_mb']:.0f} MB")

@@ -18,12 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.gen import in_fresh_process  # noqa: E402
 
 CHILD = r"""
 import json, resource, sys, time
@@ -74,12 +74,6 @@ def make_run(folder: Path, rows: int) -> tuple[Path, str]:
     return folder / "journal.sqlite", run_id
 
 
-def measure(journal: Path, run_id: str, out: Path, which: str) -> dict:
-    done = subprocess.run([sys.executable, "-c", CHILD, str(journal), run_id, str(out), which],
-                          capture_output=True, text=True, check=True)
-    return json.loads(done.stdout)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
@@ -87,8 +81,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         journal, run_id = make_run(folder, args.rows)
-        base = measure(journal, run_id, folder / "plain.xlsx", "to_excel")
-        ours = measure(journal, run_id, folder / "report.xlsx", "mipay_bulk")
+        base = in_fresh_process(CHILD, journal, run_id, folder / "plain.xlsx", "to_excel")
+        ours = in_fresh_process(CHILD, journal, run_id, folder / "report.xlsx", "mipay_bulk")
     print(f"rows: {args.rows:,}")
     print(f"plain DataFrame.to_excel (openpyxl), Results only: {base['seconds']:6.2f} s, peak {base['peak_mb']:.0f} MB")
     print(f"mipay_bulk write_report, five sheets:             {ours['seconds']:6.2f} s, peak {ours['peak_mb']:.0f} MB")

@@ -37,3 +37,14 @@ def payout_sheet(path: Path, rows: int, *, seed: int = 1, bad_share: float = 0.0
         ws.write_string(i, 5, "")
     wb.close()
     return path
+
+
+def in_fresh_process(code: str, *args: str) -> dict:
+    """Run ``code`` in a new Python process and return the JSON it prints: each measured side
+    gets its own peak memory (max RSS) and pays for none of the other's imports."""
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, check=True)
+    return json.loads(done.stdout)

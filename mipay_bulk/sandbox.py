@@ -497,11 +497,12 @@ class _Handler(BaseHTTPRequestHandler):
             body = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
             body = None
-        # A stable identity for the request (its signed fields, not its timestamp), so a
-        # seeded fault hits the same row the same way whatever the order of arrival.
+        # A stable identity for the request (its fields, not its timestamp or schedule, which
+        # follow the clock), so a seeded fault hits the same row the same way whatever the
+        # order of arrival or the time of the run.
         key = service
         if isinstance(body, dict):
-            key += "|" + "|".join(str(body.get(n)) for n in protocol.SERVICES[service][1])
+            key += "|" + "|".join(str(body.get(n)) for n in protocol.SERVICES[service][1] if n != "scheduled_send")
         fault = sandbox._next_fault(key)
         faults = sandbox.faults
         if faults.latency:

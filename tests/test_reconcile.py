@@ -56,7 +56,9 @@ def write(path, lines, *, period_end):
 
 def line(receipt, when, party, withdrawn=None, paid_in=None, reason="Business Payment to Customer via API",
          linked="", status="Completed", details="Salary Payment"):
-    money = (lambda v: "" if v is None else f"{v:,.2f}")
+    def money(v):
+        return "" if v is None else f"{v:,.2f}"
+
     return [receipt, f"{when:%d-%m-%Y %H:%M:%S}", f"{when:%d-%m-%Y %H:%M:%S}", details, status, money(paid_in),
             money(None if withdrawn is None else -withdrawn), "1,000,000.00", "Yes", reason,
             f"{party} - SOMEONE" if party else "", linked, ""]
