@@ -325,7 +325,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .report import write_report
 
     journal = Journal(args.journal) if args.journal else Journal()
-    path = write_report(args.run_id, args.out, journal=journal)
+    path = write_report(args.run_id, args.out, journal=journal, format=args.format)
     print(f"Report: {path}")
     return EXIT_OK
 
@@ -422,6 +422,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="write the report of a run again, from the journal")
     p.add_argument("run_id", metavar="RUN")
     p.add_argument("--out")
+    p.add_argument("--format", choices=["xlsx", "csv", "json"],
+                   help="the workbook (default), or the Results as CSV or JSON with formula-like values made inert")
     p.add_argument("--journal")
     p.set_defaults(func=cmd_report)
 

@@ -156,6 +156,8 @@ def write_report(
     journal = getattr(run, "journal", None) or _journal(journal)
     run_id = _run_id(run)
     fmt = (format or (Path(path).suffix.lstrip(".").lower() if path else "xlsx")) or "xlsx"
+    if path and format and Path(path).suffix.lower() != f".{format}":
+        path = Path(path).with_suffix(f".{format}")
     if fmt not in ("xlsx", "csv", "json"):
         raise ValueError(f"report format must be xlsx, csv or json, not {fmt!r}")
     target = Path(path) if path else default_report_path(run_id, journal, f".{fmt}")

@@ -122,7 +122,8 @@ def test_csv_and_json_exports_are_neutralised(finished_run, capsys):
     table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
     assert set(table["Comment"]) >= {"'" + h for h in HOSTILE}
     assert "'" + HOSTILE[0] in set(table["response"])
-    assert main(["report", result.run_id, "--journal", str(journal.path), "--out", str(tmp / "r.json")]) == 0
+    assert main(["report", result.run_id, "--journal", str(journal.path), "--out", str(tmp / "r"),
+                 "--format", "json"]) == 0
     records = json.loads((tmp / "r.json").read_text())
     assert {r["Comment"] for r in records} >= {"'" + h for h in HOSTILE}
     assert all(not str(v).startswith(("=", "+", "-", "@", "\t")) for r in records for v in r.values() if v)
@@ -177,3 +178,21 @@ def test_workbook_opens_in_libreoffice(finished_run, tmp_path):
     summary = (out / "r.csv").read_text(encoding="utf-8", errors="replace")
     assert "2 of 5 payouts accepted, KES 3,500" in summary
     assert result.run_id in summary
+
+
+def test_no_secret_in_the_journal_or_any_report(finished_run):
+    from .conftest import find_secrets
+
+    result, journal, tmp = finished_run
+    files = [journal.path, *journal.path.parent.glob("j.sqlite*")]
+    for fmt in ("xlsx", "csv", "json"):
+        files.append(write_report(result.run_id, tmp / f"scan.{fmt}", journal=journal))
+    for f in files:
+        data = f.read_bytes()
+        assert not find_secrets(data.decode("latin-1")), f
+    # The xlsx is a zip: look inside it too.
+    import zipfile
+
+    with zipfile.ZipFile(tmp / "scan.xlsx") as zf:
+        for name in zf.namelist():
+            assert not find_secrets(zf.read(name).decode("utf-8", "replace")), name
