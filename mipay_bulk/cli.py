@@ -296,7 +296,7 @@ def parse_rows(text: str) -> list[int]:
 def cmd_runs(args: argparse.Namespace) -> int:
     from .journal import Journal, runs
 
-    journal = Journal(args.journal) if args.journal else Journal()
+    journal = Journal(args.journal)
     table = runs(journal)
     if table.empty:
         print(f"No runs in {journal.path}")
@@ -310,7 +310,7 @@ def cmd_resolve(args: argparse.Namespace) -> int:
 
     if not args.paid and not args.release:
         raise InputError("say which rows: --paid ROWS (found on the statement) and/or --release ROWS")
-    journal = Journal(args.journal) if args.journal else Journal()
+    journal = Journal(args.journal)
     done = resolve(args.run_id, paid=parse_rows(args.paid or ""), release=parse_rows(args.release or ""),
                    note=args.note, journal=journal)
     for decision, group in done.groupby("decision", sort=False):
@@ -324,7 +324,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .journal import Journal
     from .report import write_report
 
-    journal = Journal(args.journal) if args.journal else Journal()
+    journal = Journal(args.journal)
     path = write_report(args.run_id, args.out, journal=journal, format=args.format)
     print(f"Report: {path}")
     return EXIT_OK
@@ -338,7 +338,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     from .reconcile import reconcile, write_reconciliation
     from .report import default_report_path
 
-    journal = Journal(args.journal) if args.journal else Journal()
+    journal = Journal(args.journal)
     journal.run(args.run_id)
     rec = reconcile(args.run_id, args.statement, journal=journal, window_hours=args.window_hours,
                     settle_after_minutes=args.settle_after, apply=args.apply)

@@ -441,13 +441,14 @@ class Journal:
 # ---------------------------------------------------------------- the library face of the journal
 
 
-def _open(journal: Journal | str | Path | None) -> Journal:
+def open_journal(journal: Journal | str | Path | None) -> Journal:
+    """The journal given, or the one at the path given, or the default one."""
     return journal if isinstance(journal, Journal) else Journal(journal)
 
 
 def runs(journal: Journal | str | Path | None = None) -> pd.DataFrame:
     """Every run in the journal with its counts and KES accepted (``mipay-bulk runs``)."""
-    return _open(journal).runs()
+    return open_journal(journal).runs()
 
 
 def resolve(
@@ -463,7 +464,7 @@ def resolve(
     ``paid`` rows were found on the statement: they count as accepted and are never sent
     again. ``release`` rows were not: they go out on the next resume. Returns the decisions.
     """
-    journal = getattr(run, "journal", None) or _open(journal)
+    journal = getattr(run, "journal", None) or open_journal(journal)
     run_id = getattr(run, "run_id", None) or str(run)
     done = []
     for decision, rows in (("paid", list(paid)), ("release", list(release))):

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .journal import Journal
+from .journal import Journal, open_journal
 from .protocol import NAIROBI
 from .statement import Statement, load_statement
 
@@ -215,7 +215,7 @@ def reconcile(
     apply: bool = False,
 ) -> Reconciliation:
     """Match a run's payouts to a statement. With ``apply=True``, record what the statement decides."""
-    journal = getattr(run, "journal", None) or (journal if isinstance(journal, Journal) else Journal(journal))
+    journal = getattr(run, "journal", None) or open_journal(journal)
     run_id = getattr(run, "run_id", None) or str(run)
     journal.run(run_id)
     if not isinstance(statement, Statement):

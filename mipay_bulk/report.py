@@ -27,7 +27,7 @@ from typing import Any
 
 import pandas as pd
 
-from .journal import Journal, RunInfo
+from .journal import Journal, RunInfo, open_journal
 from .protocol import NAIROBI
 
 #: How a row's journal state is shown to the analyst.
@@ -51,10 +51,6 @@ TEXT_COLUMNS = {"msisdn", "product_id", "scheduled_send", "outcome", "response_s
                 "remark"}
 
 
-def _journal(journal: Journal | str | Path | None) -> Journal:
-    return journal if isinstance(journal, Journal) else Journal(journal)
-
-
 def _run_id(run: Any) -> str:
     return run.run_id if hasattr(run, "run_id") else str(run)
 
@@ -67,7 +63,7 @@ def results(run: Any, journal: Journal | str | Path | None = None) -> pd.DataFra
 
     ``run`` is a run id or a :class:`~mipay_bulk.runner.RunResult` (whose journal is used).
     """
-    journal = getattr(run, "journal", None) or _journal(journal)
+    journal = getattr(run, "journal", None) or open_journal(journal)
     return _results(_run_id(run), journal)[0]
 
 
@@ -106,7 +102,7 @@ def _scalar(value: Any) -> Any:
 
 def outcome_table(run: Any, journal: Journal | str | Path | None = None) -> pd.DataFrame:
     """Count and KES per outcome, in a fixed order."""
-    journal = getattr(run, "journal", None) or _journal(journal)
+    journal = getattr(run, "journal", None) or open_journal(journal)
     table = pd.DataFrame(0, index=pd.Index(OUTCOME_ORDER, name="outcome"), columns=["count", "kes"], dtype="int64")
     for state, (count, kes) in journal.outcome_sums(_run_id(run)).items():
         label = OUTCOME_OF_STATE[state]
@@ -153,7 +149,7 @@ def write_report(
     format: str | None = None,
 ) -> Path:
     """Write the run's workbook (or ``format="csv"``/``"json"`` of the Results) and return its path."""
-    journal = getattr(run, "journal", None) or _journal(journal)
+    journal = getattr(run, "journal", None) or open_journal(journal)
     run_id = _run_id(run)
     fmt = (format or (Path(path).suffix.lstrip(".").lower() if path else "xlsx")) or "xlsx"
     if path and format and Path(path).suffix.lower() != f".{format}":

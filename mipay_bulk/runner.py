@@ -36,7 +36,7 @@ from . import __version__
 from .client import MipayClient, Outcome
 from .config import Settings
 from .errors import RunRefused
-from .journal import Journal, payout_key
+from .journal import Journal, open_journal, payout_key
 from .protocol import NAIROBI, OutcomeClass, format_scheduled_send
 from .validate import Validation, load_payouts, validate
 
@@ -308,8 +308,7 @@ def run_payouts(
         if settings is None:
             raise ValueError("give settings= or client=")
         client = MipayClient.from_settings(settings)
-    if not isinstance(journal, Journal):
-        journal = Journal(journal)
+    journal = open_journal(journal)
     now = now or (lambda: datetime.now(NAIROBI))
     run_settings = {"rate": rate, "concurrency": concurrency, "batch_size": batch_size, "batch_pause": batch_pause,
                     "default_product": default_product, "allow_duplicates": allow_duplicates,
