@@ -58,6 +58,13 @@ class Outcome:
             raise OutcomeUnknown(f"{self.service} outcome unknown: {detail}", outcome=self)
         raise CouldNotSend(f"{self.service} not sent ({self.outcome}): {detail}", outcome=self)
 
+    def _repr_html_(self) -> str:
+        import html
+
+        cells = "".join(f"<tr><th style='text-align:left'>{html.escape(str(k))}</th><td style='text-align:left'>"
+                        f"{html.escape(str(v))}</td></tr>" for k, v in self.as_dict().items())
+        return f"<table>{cells}</table>"
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "service": self.service,
