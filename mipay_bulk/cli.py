@@ -261,6 +261,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(run.summary())
     if run.report_path:
         print(f"Report: {run.report_path}")
+    if run.report_error:
+        _err(f"the report could not be written ({run.report_error}); the run is safe in the journal: "
+             f"mipay-bulk report {run.run_id} --out PATH")
     if run.interrupted:
         where = f" --journal {args.journal}" if args.journal else ""
         print(f"Interrupted: {run.remaining:,} rows not sent yet. Resume with:\n"
@@ -475,6 +478,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_UNUSABLE
     except MipayError as exc:
         _err(str(exc))
+        return EXIT_ISSUES
+    except OSError as exc:  # a file we were told to write, or the journal's disk
+        _err(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "))
         return EXIT_ISSUES
     except KeyboardInterrupt:
         _err("interrupted")

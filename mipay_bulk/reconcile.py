@@ -379,7 +379,9 @@ def write_reconciliation(rec: Reconciliation, path: str | Path) -> Path:
     ws2.autofilter(0, 0, max(len(rec.lines), 1), len(lcols) - 1)
     ws2.freeze_panes(1, 0)
     ws2.set_column(0, len(lcols), 16)
-    wb.close()
+    from .report import close_workbook
+
+    close_workbook(wb)
     return path
 
 

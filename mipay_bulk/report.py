@@ -214,7 +214,7 @@ class _Workbook:
         self.failures()
         self.unknown()
         self.invalid()
-        self.wb.close()
+        close_workbook(self.wb)
 
     # -- helpers ---------------------------------------------------------------------
 
@@ -366,6 +366,17 @@ class _Workbook:
         ws = self.wb.add_worksheet("Invalid")
         issues = self.journal.issues(self.run_id)
         self._table(ws, issues, widths={"message": 90, "value": 24, "column": 16, "code": 24})
+
+
+def close_workbook(wb) -> None:
+    """Close an XlsxWriter workbook, raising the plain ``OSError`` when the file cannot be made."""
+    from xlsxwriter.exceptions import FileCreateError
+
+    try:
+        wb.close()
+    except FileCreateError as exc:
+        cause = exc.args[0] if exc.args and isinstance(exc.args[0], OSError) else OSError(str(exc))
+        raise cause from None
 
 
 def _width(name: str, series: pd.Series) -> float:

@@ -95,6 +95,7 @@ class RunResult:
     interrupted: bool = False
     recovered: int = 0
     report_path: Path | None = None
+    report_error: str | None = None
 
     @property
     def remaining(self) -> int:
@@ -217,8 +218,12 @@ class _Sender:
             when = row["scheduled_send"] or format_scheduled_send(self.now())
             attempt_id = self.journal.begin_attempt(self.run_id, row["row"], when)
             attempt += 1
-            outcome: Outcome = self.client.remit(msisdn=row["msisdn"], amount=int(row["amount"]),
-                                                 product_id=row["product_id"], scheduled_send=when)
+            try:
+                outcome: Outcome = self.client.remit(msisdn=row["msisdn"], amount=int(row["amount"]),
+                                                     product_id=row["product_id"], scheduled_send=when)
+            except Exception as exc:  # noqa: BLE001 - whatever it was, the request may have left
+                outcome = Outcome(service="REMIT", outcome=OutcomeClass.UNKNOWN,
+                                  error=f"unexpected {type(exc).__name__}: {str(exc)[:300]}")
             state = _state_for(outcome.outcome)
             self.journal.finish_attempt(attempt_id, self.run_id, row["row"], outcome, row_state=state)
             if not outcome.outcome.retryable:
@@ -362,7 +367,11 @@ def run_payouts(
     if report:
         from .report import write_report
 
-        result.report_path = write_report(run_id, None if report is True else report, journal=journal)
+        try:
+            result.report_path = write_report(run_id, None if report is True else report, journal=journal)
+        except OSError as exc:
+            # The payouts are safe in the journal; a report can be rebuilt from it at any time.
+            result.report_error = f"{exc.strerror or exc}: {exc.filename or ''}".strip()
     return result
 
 

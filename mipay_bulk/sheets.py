@@ -316,13 +316,18 @@ def read_cells(path: str | Path, sheet: str | int | None = None, *, max_rows: in
     path = Path(path)
     _check_file(path)
     suffix = path.suffix.lower()
-    if suffix in CSV_SUFFIXES:
-        sheet_name = None
-        data = _read_csv(path, max_rows, ragged)
-    elif suffix in EXCEL_SUFFIXES:
-        _sniff_excel(path)
-        sheet_name, data = _read_workbook(path, sheet, max_rows)
-    else:
+    try:
+        if suffix in CSV_SUFFIXES:
+            sheet_name = None
+            data = _read_csv(path, max_rows, ragged)
+        elif suffix in EXCEL_SUFFIXES:
+            _sniff_excel(path)
+            sheet_name, data = _read_workbook(path, sheet, max_rows)
+        else:
+            data = None
+    except OSError as exc:
+        raise SheetError(f"cannot be read ({exc.strerror or exc})", path=str(path)) from None
+    if data is None:
         raise SheetError(
             f"files ending in {suffix or '(nothing)'} are not read; use .xlsx, .xlsm, .xls, .ods or .csv",
             path=str(path),

@@ -233,3 +233,28 @@ def test_backoff_is_capped_and_honours_retry_after():
     b = Backoff(base=1, cap=8, rng=random.Random(3))
     assert all(0 <= b.delay(n) <= min(8, 2 ** (n - 1)) for n in range(1, 12))
     assert b.delay(1, retry_after=5) == 5
+
+
+def test_an_unexpected_error_while_sending_is_recorded_unknown(tmp_path, sandbox, journal, monkeypatch):
+    """Whatever goes wrong after the intent is written, the row is unknown, never lost or resent."""
+    client = sandbox.client()
+    real = client.remit
+
+    def flaky(**kw):
+        if kw["amount"] == 102:
+            real(**kw)  # the payment reaches the gateway...
+            raise RuntimeError("boom")  # ...and then something unforeseen fails
+        return real(**kw)
+
+    monkeypatch.setattr(client, "remit", flaky)
+    result = run_payouts(sheet(tmp_path, 4), client=client, journal=journal, **fast())
+    assert result.counts == {"accepted": 3, "unknown": 1}
+    assert "unexpected RuntimeError: boom" in journal.attempts(result.run_id)["error"].dropna().iloc[0]
+    assert len(sandbox.ledger()) == 4
+
+
+def test_a_report_that_cannot_be_written_does_not_lose_the_run(tmp_path, sandbox, journal):
+    result = run_payouts(sheet(tmp_path, 2), client=sandbox.client(), journal=journal,
+                         **fast(report=tmp_path / "no-such-folder" / "r.xlsx"))
+    assert result.counts == {"accepted": 2}
+    assert result.report_path is None and "No such file" in result.report_error

@@ -181,3 +181,4 @@ def test_sheet_of_loaded_rows_repr(tmp_path):
     sheet = load_payouts(mk.xlsx(tmp_path / "p.xlsx", ROWS))
     assert "2 rows" in repr(sheet) and "<table" in sheet._repr_html_()
     assert io  # the module is used by the CSV helpers
+
