@@ -349,7 +349,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     counts = ", ".join(f"{k} {v}" for k, v in sorted(rec.counts().items()))
     print(f"\nPayouts: {counts}")
     print("The statement ties out." if rec.ties_out else "The statement does NOT tie out.")
-    out = Path(args.out) if args.out else default_report_path(args.run_id, journal, ".reconciliation.xlsx")
+    out = Path(args.out) if args.out else default_report_path(args.run_id, journal, ".xlsx", kind="reconciliation")
     write_reconciliation(rec, out)
     print(f"Reconciliation: {out}")
     if args.apply and len(rec.applied):

@@ -33,6 +33,7 @@ from typing import Any
 import pandas as pd
 
 from .errors import JournalError
+from .protocol import NAIROBI
 
 SCHEMA_VERSION = 1
 SENDABLE = ("pending", "not_sent")
@@ -272,9 +273,13 @@ class Journal:
         FROM runs r LEFT JOIN rows w ON w.run_id = r.run_id
         GROUP BY r.run_id ORDER BY r.started_at
         """
-        return pd.DataFrame([dict(r) for r in self._query(sql)],
-                            columns=["run_id", "source_name", "status", "started_at", "finished_at", "rows",
-                                     "accepted", "rejected", "unknown", "to_send", "not_payouts", "kes_accepted"])
+        table = pd.DataFrame([dict(r) for r in self._query(sql)],
+                             columns=["run_id", "source_name", "status", "started_at", "finished_at", "rows",
+                                      "accepted", "rejected", "unknown", "to_send", "not_payouts", "kes_accepted"])
+        for col in ("started_at", "finished_at"):  # shown in Nairobi time, as everything an analyst reads
+            table[col] = pd.to_datetime(table[col], utc=True, format="ISO8601").dt.tz_convert(NAIROBI) \
+                .dt.strftime("%Y-%m-%d %H:%M:%S").where(table[col].notna(), None)
+        return table
 
     # -- money-safety checks ------------------------------------------------------
 

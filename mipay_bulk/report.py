@@ -133,12 +133,13 @@ def summary_sentence(run: Any, journal: Journal | str | Path | None = None) -> s
 # ---------------------------------------------------------------- writing
 
 
-def default_report_path(run_id: str, journal: Journal, suffix: str = ".xlsx") -> Path:
+def default_report_path(run_id: str, journal: Journal, suffix: str = ".xlsx", kind: str = "report") -> Path:
+    """``<sheet>.<run>.<kind><suffix>`` next to the source sheet (or here, if that folder is gone)."""
     info = journal.run(run_id)
     folder = Path(info.source_path).parent if info.source_path else Path.cwd()
     if not folder.is_dir():
         folder = Path.cwd()
-    return folder / f"{Path(info.source_name).stem}.{run_id}.report{suffix}"
+    return folder / f"{Path(info.source_name).stem}.{run_id}.{kind}{suffix}"
 
 
 def write_report(
