@@ -57,7 +57,7 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
 
 
 def cmd_sign(args: argparse.Namespace) -> int:
-    from .config import ENV_VARS, check_api_key
+    from .config import ENV_VARS, check_api_key, env_value
 
     path = Path(args.body)
     try:
@@ -68,7 +68,7 @@ def cmd_sign(args: argparse.Namespace) -> int:
         raise InputError(f"{path}: not JSON ({exc})") from None
     if not isinstance(body, dict):
         raise InputError(f"{path}: expected a JSON object (the request body), found {type(body).__name__}")
-    key = _env_value(ENV_VARS["api_key"])
+    key = env_value(ENV_VARS["api_key"])
     if not key:
         raise ConfigurationError(
             f"{ENV_VARS['api_key']} is not set",
@@ -83,18 +83,6 @@ def cmd_sign(args: argparse.Namespace) -> int:
         ok = protocol.verify(body, key)
         print(f"the body's own sec_hash {'matches' if ok else 'does NOT match'}")
     return EXIT_OK
-
-
-def _env_value(var: str) -> str | None:
-    import os
-
-    if os.environ.get(var):
-        return os.environ[var]
-    if Path(".env").is_file():
-        from dotenv import dotenv_values
-
-        return dotenv_values(".env").get(var) or None
-    return None
 
 
 # ---------------------------------------------------------------- validate
@@ -151,6 +139,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- run (the main job)
 
 PREVIEW_ROWS = 5
+RESUME_THIS_SHEET = "(the unfinished run of this sheet)"  # what a bare --resume means
 
 
 def _settings_for(args: argparse.Namespace, stack) -> tuple:
@@ -247,7 +236,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         try:
             run = run_payouts(
                 result if result is not None else args.sheet_file, client=client, journal=journal,
-                resume=(args.resume if args.resume != "__file__" else True) if args.resume else None,
+                resume=True if args.resume == RESUME_THIS_SHEET else args.resume,
                 new_run=args.new_run, default_product=args.product, allow_duplicates=args.allow_duplicates,
                 max_total=args.max_total, strict=args.strict, rate=args.rate, concurrency=args.concurrency,
                 batch_size=args.batch_size, batch_pause=args.batch_pause, progress=not args.quiet,
@@ -402,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-pause", type=float, default=0.0, help="seconds to pause between batches")
     p.add_argument("--journal", help="the journal file (default: MIPAY_JOURNAL, else a per-user file)")
     p.add_argument("--out", help="where to write the report")
-    p.add_argument("--resume", nargs="?", const="__file__", metavar="RUN",
+    p.add_argument("--resume", nargs="?", const=RESUME_THIS_SHEET, metavar="RUN",
                    help="resume the unfinished run of this sheet, or the run named")
     p.add_argument("--new-run", action="store_true", help="pay a sheet that was already planned, again")
     p.add_argument("--max-total", type=int, metavar="KES", help="refuse a sheet whose total is above this")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from datetime import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,21 @@ ENV_VARS = {
     "api_key": "MIPAY_API_KEY",
     "ip_address": "MIPAY_IP_ADDRESS",
 }
+
+
+def env_value(var: str, env: Mapping[str, str] | None = None, dotenv: str | Path | None = ".env") -> str | None:
+    """A variable from ``env`` (default ``os.environ``), else from the ``.env`` file; ``None`` if unset."""
+    return _read_env(env, dotenv).get(var) or None
+
+
+def _read_env(env: Mapping[str, str] | None, dotenv: str | Path | None) -> dict[str, str]:
+    values: dict[str, str] = {}
+    if dotenv is not None and Path(dotenv).is_file():
+        from dotenv import dotenv_values
+
+        values.update({k: v for k, v in dotenv_values(dotenv).items() if v})
+    values.update({k: v for k, v in (os.environ if env is None else env).items() if v})
+    return values
 
 
 class Secret:
@@ -147,20 +162,13 @@ class Settings:
 
         Raises :class:`ConfigurationError` naming the first missing variable and how to set it.
         """
-        env = os.environ if env is None else env
-        file_values: dict[str, str | None] = {}
-        if dotenv is not None and Path(dotenv).is_file():
-            from dotenv import dotenv_values
-
-            file_values = dotenv_values(dotenv)
+        found = _read_env(env, dotenv)
         values: dict[str, Any] = {}
         for name, var in ENV_VARS.items():
             if explicit.get(name) not in (None, ""):
                 values[name] = explicit.pop(name)
-            elif env.get(var):
-                values[name] = env[var]
-            elif file_values.get(var):
-                values[name] = file_values[var]
+            elif found.get(var):
+                values[name] = found[var]
             else:
                 explicit.pop(name, None)
         values.update({k: v for k, v in explicit.items() if v is not None})
@@ -181,9 +189,6 @@ class Settings:
                 )
         check_api_key(self.api_key.reveal())
         check_ip_address(self.ip_address)
-
-    def replace(self, **changes: Any) -> Settings:
-        return replace(self, **changes)
 
     def __repr__(self) -> str:
         shown = ", ".join(

@@ -37,7 +37,9 @@ from .protocol import NAIROBI
 
 SCHEMA_VERSION = 1
 SENDABLE = ("pending", "not_sent")
-FINAL = ("accepted", "rejected", "unknown", "paid", "invalid", "skipped")
+#: States in which a row may have moved money: refused as a repeat, never re-sent on its own.
+POSSIBLY_PAID = ("accepted", "paid", "unknown", "in_flight")
+_POSSIBLY_PAID_SQL = ",".join(f"'{s}'" for s in POSSIBLY_PAID)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -283,34 +285,33 @@ class Journal:
 
     # -- money-safety checks ------------------------------------------------------
 
+    def _first_hits(self, values: Iterable[str], sql: str, params: list[Any]) -> dict[str, str]:
+        """value -> run_id of the first row ``sql`` finds for it; ``sql`` has ``{marks}`` for the
+        values (asked 500 at a time, under SQLite's parameter limit) and ``params`` after them."""
+        wanted = sorted({v for v in values if v})
+        found: dict[str, str] = {}
+        for i in range(0, len(wanted), 500):
+            chunk = wanted[i:i + 500]
+            for value, run_id in self._query(sql.format(marks=",".join("?" * len(chunk))), [*chunk, *params]):
+                found.setdefault(value, run_id)
+        return found
+
     def accepted_references(self, references: Iterable[str]) -> dict[str, str]:
         """reference -> run_id, for references paid or possibly paid (unknown, in flight) in any run."""
-        refs = sorted({r for r in references if r})
-        found: dict[str, str] = {}
-        for i in range(0, len(refs), 500):
-            chunk = refs[i:i + 500]
-            marks = ",".join("?" * len(chunk))
-            for r in self._query(f"SELECT reference, run_id FROM rows WHERE reference IN ({marks}) "
-                                 "AND state IN ('accepted','paid','unknown','in_flight')", chunk):
-                found.setdefault(r["reference"], r["run_id"])
-        return found
+        return self._first_hits(references, "SELECT reference, run_id FROM rows WHERE reference IN ({marks}) "
+                                f"AND state IN ({_POSSIBLY_PAID_SQL})", [])
 
     def recently_paid(self, keys: Iterable[str], hours: float = 24, exclude_run: str | None = None) -> dict[str, str]:
         """payout_key -> run_id, for identical payouts accepted, or possibly paid (unknown, in
         flight), in the last ``hours``, in runs other than ``exclude_run``."""
         since = (datetime.now(UTC) - timedelta(hours=hours)).isoformat(timespec="milliseconds")
-        wanted = sorted(set(keys))
-        found: dict[str, str] = {}
-        for i in range(0, len(wanted), 500):
-            chunk = wanted[i:i + 500]
-            marks = ",".join("?" * len(chunk))
-            sql = (f"SELECT w.payout_key, w.run_id FROM rows w JOIN attempts a ON a.run_id = w.run_id "
-                   f"AND a.row = w.row WHERE w.payout_key IN ({marks}) "
-                   f"AND w.state IN ('accepted','paid','unknown','in_flight') AND a.started_at >= ? "
-                   f"AND w.run_id != ?")
-            for r in self._query(sql, [*chunk, since, exclude_run or ""]):
-                found.setdefault(r["payout_key"], r["run_id"])
-        return found
+        return self._first_hits(
+            keys,
+            "SELECT w.payout_key, w.run_id FROM rows w JOIN attempts a ON a.run_id = w.run_id AND a.row = w.row "
+            f"WHERE w.payout_key IN ({{marks}}) AND w.state IN ({_POSSIBLY_PAID_SQL}) AND a.started_at >= ? "
+            "AND w.run_id != ?",
+            [since, exclude_run or ""],
+        )
 
     def skip(self, run_id: str, rows: dict[int, str]) -> None:
         """Mark sendable rows ``skipped``, each with the reason why."""

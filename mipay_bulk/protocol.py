@@ -157,10 +157,6 @@ class OutcomeClass(StrEnum):
     def retryable(self) -> bool:
         return self in (OutcomeClass.NOT_SENT, OutcomeClass.THROTTLED)
 
-    @property
-    def final(self) -> bool:
-        return not self.retryable
-
 
 def classify_answer(http_status: int, payload: Any) -> OutcomeClass:
     """Classify an HTTP answer. ``payload`` is the decoded JSON, or ``None`` if the body was not JSON.

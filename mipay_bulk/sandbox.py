@@ -176,7 +176,6 @@ class Sandbox:
         self._script: deque[str | None] = deque()
         self._stopping = threading.Event()
         self._bucket = _Bucket(self.faults.rate_limit) if self.faults.rate_limit else None
-        self.requests_seen = 0
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -282,7 +281,6 @@ class Sandbox:
 
     def _next_fault(self, key: str) -> str | dict[str, Any] | None:
         with self._lock:
-            self.requests_seen += 1
             if self._script:
                 return self._script.popleft()
             self._seen[key] += 1

@@ -42,8 +42,6 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "name": ("name", "recipient name", "full name", "payee", "payee name"),
 }
 REQUIRED = ("msisdn", "amount")
-#: Required when no default product is given.
-PRODUCT = "product_id"
 
 
 def header_key(text: str) -> str:

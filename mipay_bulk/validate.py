@@ -33,8 +33,6 @@ from .sheets import LoadedSheet, load_sheet
 
 ERROR, WARNING = "error", "warning"
 ISSUE_COLUMNS = ["row", "column", "value", "code", "severity", "message"]
-#: The normalised columns of ``Validation.payouts``; original columns keep their headers.
-NORMALISED = ["row", "msisdn", "amount", "product_id", "send_at", "scheduled_send", "reference", "name"]
 
 
 class Problem(Exception):
